@@ -1,0 +1,66 @@
+// The manifest (`bitstream.json`) that describes a binary, parsed and checked.
+// Compatible with InAccel's format; Atoll adds `platform.backend` and an optional per-array
+// `length` rule. Thread safety: values; parsing is reentrant.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace atoll::repository {
+
+enum class ArgKind { kArray, kScalar };
+enum class Access { kRead = 1, kWrite = 2, kReadWrite = 3 };
+
+struct ArgumentSpec {
+  std::string name;
+  std::string type;           // as written: "float*", "int", "unsigned char*"
+  ArgKind kind = ArgKind::kScalar;
+  uint64_t element_bytes = 0;  // arrays: sizeof the pointee; scalars: sizeof the value
+  Access access = Access::kReadWrite;  // arrays only; InAccel's default when absent is "rw"
+  // Arrays only: how many elements the array must hold, as a product of scalar argument names and
+  // non-negative integer constants ("n", "width*height", "3*n"); "" means no rule.
+  std::string length;
+  std::string memory;  // bank name, "" when not given
+};
+
+struct KernelSpec {
+  std::string kernel_id;           // "addition": the accelerator id is bitstreamId.kernelId
+  std::vector<std::string> names;  // kernel symbol per compute unit: ["vadd", "vadd"] is two CUs
+  std::vector<ArgumentSpec> arguments;
+};
+
+struct Platform {
+  std::string backend;  // "cpu", "opencl", "cuda"; defaults to "opencl" when absent (InAccel's)
+  std::string vendor;   // "" matches any device of the backend
+  std::string name;
+  std::string version;
+};
+
+struct Manifest {
+  std::string bitstream_id;  // "vector", "com.example.vision"
+  std::string version;       // dotted numbers compare numerically: "1.10" > "1.9"
+  std::string binary;        // the binary's file name in the folder (the manifest's "name")
+  std::string description;
+  Platform platform;
+  std::vector<KernelSpec> kernels;
+};
+
+// Parses and checks a manifest. Errors are INVALID_ARGUMENT and name the offending field as a
+// JSON path: "kernels[0].arguments[2].type: unknown type 'flaot*'".
+StatusOr<Manifest> ParseManifest(std::string_view json_text);
+
+// Serialises back to JSON (InAccel's field names plus Atoll's additions), pretty-printed.
+std::string ManifestToJson(const Manifest& manifest);
+
+// Size in bytes of a scalar C type name ("int" -> 4, "unsigned char" -> 1, "double" -> 8,
+// "uint64_t" -> 8); NOT_FOUND for unknown names. Whitespace between words is normalised.
+StatusOr<uint64_t> ScalarTypeBytes(std::string_view type);
+
+// <0, 0, >0 like strcmp, comparing dot-separated components numerically where both are numbers.
+int CompareVersions(std::string_view a, std::string_view b);
+
+}  // namespace atoll::repository

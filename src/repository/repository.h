@@ -1,0 +1,95 @@
+// The repository of installed binaries: a folder owned by the daemon's administrator.
+//
+// Layout: <root>/<sha256>/{bitstream.json, <binary>} per installed binary, plus <root>/.generation,
+// a counter rewritten (atomically) on every install and remove so that a running daemon notices
+// changes without a restart. Installs are atomic (staged in <root>/.staging, then renamed).
+//
+// Thread safety: a Repository may be used from several threads and processes at once; installs and
+// removes serialise on an flock of <root>/.lock. Index is an immutable snapshot.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "repository/manifest.h"
+
+namespace atoll::repository {
+
+struct Entry {
+  Manifest manifest;
+  std::string checksum;            // sha256 (hex) of the manifest bytes followed by the binary bytes
+  std::filesystem::path manifest_path;
+  std::filesystem::path binary_path;  // absolute
+};
+
+class Repository {
+ public:
+  explicit Repository(std::filesystem::path root);
+
+  const std::filesystem::path& root() const { return root_; }
+
+  // Installs a folder holding a bitstream.json and its binary, or a tarball (.tar, .tar.gz, .tgz)
+  // of such a folder. A manifest without "name" uses the folder's only other regular file as the
+  // binary. Errors: NOT_FOUND for a missing path or binary, INVALID_ARGUMENT for a malformed
+  // manifest (naming the field), ALREADY_EXISTS when the same checksum is installed. Creates the
+  // root if needed.
+  StatusOr<Entry> Install(const std::filesystem::path& source);
+
+  // Every installed binary, sorted by bitstream id then version (newest first). Entries whose
+  // manifest no longer parses are skipped and reported in `problems` when given.
+  StatusOr<std::vector<Entry>> List(std::vector<std::string>* problems = nullptr) const;
+
+  // Removes what `what` names: a checksum or a unique checksum prefix of at least 8 hex digits, a
+  // bitstream id (all its versions), or "bitstreamId@version". Returns what was removed; NOT_FOUND
+  // when nothing matches.
+  StatusOr<std::vector<Entry>> Remove(std::string_view what);
+
+  // The current generation (0 when the repository was never written).
+  uint64_t Generation() const;
+
+ private:
+  std::filesystem::path root_;
+};
+
+// A device's platform as the resolver sees it.
+struct DevicePlatform {
+  std::string backend, vendor, name, version;
+};
+
+// True when a binary built for `binary` can run on a device of `device`: same backend, and vendor,
+// name and version equal wherever the manifest gives them.
+bool PlatformFits(const Platform& binary, const DevicePlatform& device);
+
+// An immutable lookup table from accelerator id to the binaries that provide it.
+class Index {
+ public:
+  struct Provider {
+    const Entry* entry = nullptr;
+    const KernelSpec* kernel = nullptr;
+  };
+
+  Index() = default;
+  explicit Index(std::vector<Entry> entries);
+
+  // The newest provider of `accelerator_id` ("vector.addition" = bitstreamId "vector" + "." +
+  // kernelId "addition"; bitstream ids may contain dots) whose platform fits one of `devices`.
+  // NOT_FOUND names the id and suggests close ids ("did you mean 'vector.addition'?"); when the
+  // id exists but nothing fits, FAILED_PRECONDITION lists the platforms it was built for.
+  StatusOr<Provider> Resolve(std::string_view accelerator_id,
+                             const std::vector<DevicePlatform>& devices) const;
+
+  // Up to 3 installed accelerator ids closest to `accelerator_id` by edit distance.
+  std::vector<std::string> Suggest(std::string_view accelerator_id) const;
+
+  const std::vector<Entry>& entries() const { return entries_; }
+
+ private:
+  std::vector<Entry> entries_;
+};
+
+}  // namespace atoll::repository
