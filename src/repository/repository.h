@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -89,7 +90,13 @@ class Index {
   const std::vector<Entry>& entries() const { return entries_; }
 
  private:
+  // Indices rather than pointers, so that copies and moves of an Index stay consistent.
+  struct Slot {
+    size_t entry;
+    size_t kernel;
+  };
   std::vector<Entry> entries_;
+  std::map<std::string, std::vector<Slot>, std::less<>> slots_;  // by id, newest version first
 };
 
 }  // namespace atoll::repository

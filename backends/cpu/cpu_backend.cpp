@@ -1,0 +1,408 @@
+// The `cpu` backend: runs kernels of cpu binaries (shared libraries built with atoll/cpu_kernel.h)
+// on worker threads of the host. Each device is a set of compute units; each compute unit is one
+// worker thread with its own queue (compute_unit.h).
+
+#include <dlfcn.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "atoll/atoll.h"
+#include "atoll/backend.h"
+#include "atoll/cpu_kernel.h"
+#include "compute_unit.h"
+#include "host_info.h"
+#include "kernel.h"
+
+namespace atoll_cpu {
+namespace {
+
+constexpr const char* kAbiVersionSymbol = "atoll_cpu_abi_version";
+constexpr const char* kConfigExample = R"({"devices": 1, "compute_units": 2, "spin_us": 20})";
+
+struct Config {
+  uint32_t devices = 1;
+  uint32_t compute_units = 2;
+  // How long a worker polls for the next launch before it sleeps. A wake-up from futex costs
+  // several microseconds, most of the budget of a request; polling costs CPU only right after a
+  // launch has run.
+  uint32_t spin_us = 20;
+};
+
+struct Device {
+  std::vector<std::unique_ptr<ComputeUnit>> compute_units;
+};
+
+struct Program {
+  Program(void* loaded, std::string binary) : handle(loaded), path(std::move(binary)) {}
+  ~Program() { dlclose(handle); }
+  Program(const Program&) = delete;
+  Program& operator=(const Program&) = delete;
+
+  void* handle;
+  std::string path;
+  std::map<std::string, std::unique_ptr<Kernel>, std::less<>> kernels;
+};
+
+struct Backend {
+  ~Backend() {
+    for (Device& device : devices) {
+      for (auto& compute_unit : device.compute_units) compute_unit->RequestStop();
+    }
+    // Joins the workers, which run what they still hold, before the code they run is unloaded.
+    devices.clear();
+    programs.clear();
+  }
+
+  HostInfo host;
+  std::vector<Device> devices;
+  std::mutex programs_mutex;
+  std::map<const void*, std::unique_ptr<Program>> programs;  // guarded by programs_mutex
+};
+
+int Fail(char* error, size_t error_size, int code, std::string_view message) {
+  if (error != nullptr && error_size > 0) {
+    size_t length = std::min(message.size(), error_size - 1);
+    std::memcpy(error, message.data(), length);
+    error[length] = '\0';
+  }
+  return code;
+}
+
+template <size_t N>
+void CopyString(char (&destination)[N], std::string_view source) {
+  size_t length = std::min(source.size(), N - 1);
+  std::memcpy(destination, source.data(), length);
+  destination[length] = '\0';
+}
+
+// Returns "" when `value` is an integer in [low, high] (stored in `out`), else what is wrong.
+std::string ReadInteger(const nlohmann::json& value, const char* field, int64_t low, int64_t high,
+                        uint32_t* out) {
+  std::string expected = "\"" + std::string(field) + "\" must be an integer from " +
+                         std::to_string(low) + " to " + std::to_string(high) + ", got " +
+                         value.dump();
+  if (!value.is_number_integer()) return expected;
+  if (value.is_number_unsigned()) {
+    uint64_t number = value.get<uint64_t>();
+    if (number > static_cast<uint64_t>(high) || static_cast<int64_t>(number) < low) {
+      return expected;
+    }
+    *out = static_cast<uint32_t>(number);
+    return "";
+  }
+  int64_t number = value.get<int64_t>();
+  if (number < low || number > high) return expected;
+  *out = static_cast<uint32_t>(number);
+  return "";
+}
+
+// Returns "" when `text` is a valid configuration (stored in `config`), else what is wrong.
+std::string ParseConfig(const char* text, Config* config) {
+  nlohmann::json object;
+  try {
+    object = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    return std::string("not valid JSON (") + e.what() + "); expected an object such as " +
+           kConfigExample;
+  }
+  if (!object.is_object()) {
+    return std::string("expected a JSON object such as ") + kConfigExample + ", got " +
+           object.type_name();
+  }
+  for (const auto& [key, value] : object.items()) {
+    std::string problem;
+    if (key == "devices") {
+      problem = ReadInteger(value, "devices", 1, 64, &config->devices);
+    } else if (key == "compute_units") {
+      problem = ReadInteger(value, "compute_units", 1, 256, &config->compute_units);
+    } else if (key == "spin_us") {
+      problem = ReadInteger(value, "spin_us", 0, 1000, &config->spin_us);
+    } else {
+      // A misspelt field would otherwise be ignored silently.
+      problem = "unknown field \"" + key +
+                "\"; the cpu backend's fields are \"devices\", \"compute_units\" and \"spin_us\"";
+    }
+    if (!problem.empty()) return problem;
+  }
+  return "";
+}
+
+int Open(const char* config_json, void** backend, char* error, size_t error_size) {
+  if (backend == nullptr) {
+    return Fail(error, error_size, ATOLL_INVALID_ARGUMENT, "open: `backend` is NULL");
+  }
+  *backend = nullptr;
+  Config config;
+  try {
+    // The contract passes "{}" when there is no configuration; NULL is taken to mean the same.
+    std::string problem = ParseConfig(config_json != nullptr ? config_json : "{}", &config);
+    if (!problem.empty()) {
+      return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
+                  "cpu backend configuration: " + problem);
+    }
+    auto opened = std::make_unique<Backend>();
+    opened->host = ReadHostInfo();
+    opened->devices.resize(config.devices);
+    for (uint32_t d = 0; d < config.devices; ++d) {
+      for (uint32_t c = 0; c < config.compute_units; ++c) {
+        opened->devices[d].compute_units.push_back(
+            std::make_unique<ComputeUnit>("atoll-cpu" + std::to_string(d) + "." + std::to_string(c),
+                                          int64_t{config.spin_us} * 1000));
+      }
+    }
+    *backend = opened.release();
+    return ATOLL_OK;
+  } catch (const std::system_error& e) {
+    return Fail(error, error_size, ATOLL_RESOURCE_EXHAUSTED,
+                "cpu backend: cannot start " + std::to_string(config.devices) + " x " +
+                    std::to_string(config.compute_units) + " worker threads (" + e.what() +
+                    "); configure fewer \"devices\" or \"compute_units\"");
+  } catch (const std::bad_alloc&) {
+    return Fail(error, error_size, ATOLL_RESOURCE_EXHAUSTED, "cpu backend: out of memory in open");
+  }
+}
+
+void Close(void* backend) { delete static_cast<Backend*>(backend); }
+
+uint32_t DeviceCount(void* backend) {
+  if (backend == nullptr) return 0;
+  return static_cast<uint32_t>(static_cast<Backend*>(backend)->devices.size());
+}
+
+std::string NoSuchDevice(const Backend& backend, uint32_t device) {
+  return "device " + std::to_string(device) + " does not exist: the cpu backend has " +
+         std::to_string(backend.devices.size()) + " (set \"devices\" in its configuration)";
+}
+
+int DeviceInfo(void* backend, uint32_t device, atoll_backend_device_info_v1* info, char* error,
+               size_t error_size) {
+  auto* self = static_cast<Backend*>(backend);
+  if (self == nullptr || info == nullptr) {
+    return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
+                "device_info: `backend` or `info` is NULL");
+  }
+  try {
+    if (device >= self->devices.size()) {
+      return Fail(error, error_size, ATOLL_INVALID_ARGUMENT, NoSuchDevice(*self, device));
+    }
+    if (info->struct_size < sizeof(atoll_backend_device_info_v1)) {
+      return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
+                  "device_info: info->struct_size is " + std::to_string(info->struct_size) +
+                      ", expected at least " +
+                      std::to_string(sizeof(atoll_backend_device_info_v1)) +
+                      "; set it to sizeof(atoll_backend_device_info_v1) before the call");
+    }
+    // Only the v1 fields are written: a newer daemon's larger struct keeps its extra fields.
+    atoll_backend_device_info_v1 filled{};
+    filled.struct_size = info->struct_size;
+    CopyString(filled.vendor, "atoll");
+    CopyString(filled.name, self->host.cpu_model);
+    CopyString(filled.platform_vendor, "atoll");
+    CopyString(filled.platform_name, self->host.machine);
+    CopyString(filled.platform_version, "1");
+    filled.global_memory_bytes = self->host.memory_bytes;
+    filled.temperature_c = -1;
+    filled.power_mw = -1;
+    filled.compute_units = static_cast<uint32_t>(self->devices[device].compute_units.size());
+    filled.binaries_at_once = 0;
+    std::memcpy(info, &filled, sizeof(filled));
+    return ATOLL_OK;
+  } catch (const std::bad_alloc&) {
+    return Fail(error, error_size, ATOLL_RESOURCE_EXHAUSTED, "cpu backend: out of memory");
+  }
+}
+
+int ProgramBinary(void* backend, uint32_t device, const char* path, void** program, char* error,
+                  size_t error_size) {
+  auto* self = static_cast<Backend*>(backend);
+  if (self == nullptr || program == nullptr || path == nullptr || path[0] == '\0') {
+    return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
+                "program: `backend`, `program` or `path` is NULL or empty");
+  }
+  *program = nullptr;
+  try {
+    if (device >= self->devices.size()) {
+      return Fail(error, error_size, ATOLL_INVALID_ARGUMENT, NoSuchDevice(*self, device));
+    }
+    std::string binary = path;
+    // Without a slash dlopen would search the library path and could load an unrelated library.
+    std::string load_path = binary.find('/') == std::string::npos ? "./" + binary : binary;
+    struct stat status;
+    if (stat(load_path.c_str(), &status) != 0) {
+      int saved = errno;
+      int code = (saved == ENOENT || saved == ENOTDIR) ? ATOLL_NOT_FOUND
+                 : saved == EACCES                     ? ATOLL_PERMISSION_DENIED
+                                                       : ATOLL_INTERNAL;
+      return Fail(error, error_size, code,
+                  "binary '" + binary + "' cannot be opened: " + std::strerror(saved));
+    }
+    if (!S_ISREG(status.st_mode)) {
+      return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
+                  "binary '" + binary + "' is not a regular file; a cpu binary is a .so file");
+    }
+    void* handle = dlopen(load_path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) {
+      const char* reason = dlerror();
+      return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
+                  "binary '" + binary + "' cannot be loaded as a shared library: " +
+                      (reason != nullptr ? reason : "unknown dlopen error") +
+                      "; a cpu binary is a .so of kernels built with atoll/cpu_kernel.h");
+    }
+    auto loaded = std::make_unique<Program>(handle, binary);
+    dlerror();
+    void* symbol = dlsym(handle, kAbiVersionSymbol);
+    if (symbol == nullptr) {
+      return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
+                  "binary '" + binary +
+                      "' does not export atoll_cpu_abi_version, so it is not an Atoll cpu "
+                      "binary: add ATOLL_CPU_BINARY() to one of its sources (see "
+                      "atoll/cpu_kernel.h)");
+    }
+    uint32_t version = reinterpret_cast<uint32_t (*)(void)>(symbol)();
+    if (version != ATOLL_CPU_ABI_VERSION) {
+      return Fail(error, error_size, ATOLL_FAILED_PRECONDITION,
+                  "binary '" + binary + "' was built for cpu kernel ABI version " +
+                      std::to_string(version) + ", but this backend runs version " +
+                      std::to_string(ATOLL_CPU_ABI_VERSION) +
+                      ": rebuild it against this Atoll's atoll/cpu_kernel.h");
+    }
+    std::lock_guard<std::mutex> lock(self->programs_mutex);
+    Program* raw = loaded.get();
+    self->programs.emplace(raw, std::move(loaded));
+    *program = raw;
+    return ATOLL_OK;
+  } catch (const std::bad_alloc&) {
+    return Fail(error, error_size, ATOLL_RESOURCE_EXHAUSTED, "cpu backend: out of memory");
+  }
+}
+
+void ReleaseProgram(void* backend, void* program) {
+  auto* self = static_cast<Backend*>(backend);
+  if (self == nullptr) return;
+  std::lock_guard<std::mutex> lock(self->programs_mutex);
+  self->programs.erase(program);
+}
+
+int FindKernel(void* backend, void* program, const char* name, void** kernel, char* error,
+               size_t error_size) {
+  auto* self = static_cast<Backend*>(backend);
+  if (self == nullptr || kernel == nullptr || name == nullptr || name[0] == '\0') {
+    return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
+                "kernel: `backend`, `kernel` or `name` is NULL or empty");
+  }
+  *kernel = nullptr;
+  try {
+    std::lock_guard<std::mutex> lock(self->programs_mutex);
+    auto found = self->programs.find(program);
+    if (found == self->programs.end()) {
+      return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
+                  "kernel: unknown program handle; pass one that program() returned and "
+                  "release_program() has not released");
+    }
+    Program& loaded = *found->second;
+    auto existing = loaded.kernels.find(std::string_view(name));
+    if (existing != loaded.kernels.end()) {
+      *kernel = existing->second.get();
+      return ATOLL_OK;
+    }
+    std::string symbol_name = std::string(ATOLL_CPU_KERNEL_PREFIX) + name;
+    dlerror();
+    void* symbol = dlsym(loaded.handle, symbol_name.c_str());
+    if (symbol == nullptr) {
+      return Fail(error, error_size, ATOLL_NOT_FOUND,
+                  "binary " + loaded.path + " has no kernel '" + name +
+                      "' (expected exported symbol " + symbol_name + ")");
+    }
+    auto created = std::make_unique<Kernel>();
+    created->function = reinterpret_cast<atoll_cpu_kernel_fn>(symbol);
+    created->name = name;
+    created->binary = loaded.path;
+    *kernel = created.get();
+    loaded.kernels.emplace(name, std::move(created));
+    return ATOLL_OK;
+  } catch (const std::bad_alloc&) {
+    return Fail(error, error_size, ATOLL_RESOURCE_EXHAUSTED, "cpu backend: out of memory");
+  }
+}
+
+int Launch(void* backend, uint32_t device, uint32_t compute_unit, void* kernel,
+           const atoll_backend_arg_v1* args, uint32_t arg_count, atoll_backend_done_fn done,
+           void* user, char* error, size_t error_size) {
+  auto* self = static_cast<Backend*>(backend);
+  const auto* launched = static_cast<const Kernel*>(kernel);
+  if (self == nullptr || done == nullptr || (args == nullptr && arg_count > 0)) {
+    return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
+                "launch: `backend` or `done` is NULL, or `args` is NULL with arguments");
+  }
+  if (launched == nullptr || launched->magic != Kernel::kMagic) {
+    return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
+                "launch: `kernel` is not a handle that kernel() returned");
+  }
+  try {
+    if (device >= self->devices.size()) {
+      return Fail(error, error_size, ATOLL_INVALID_ARGUMENT, NoSuchDevice(*self, device));
+    }
+    auto& compute_units = self->devices[device].compute_units;
+    if (compute_unit >= compute_units.size()) {
+      return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
+                  "compute unit " + std::to_string(compute_unit) + " does not exist: device " +
+                      std::to_string(device) + " has " + std::to_string(compute_units.size()) +
+                      " (set \"compute_units\" in the cpu backend's configuration)");
+    }
+    for (uint32_t i = 0; i < arg_count; ++i) {
+      const atoll_backend_arg_v1& arg = args[i];
+      if (arg.kind != ATOLL_BACKEND_ARG_ARRAY && arg.kind != ATOLL_BACKEND_ARG_SCALAR) {
+        return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
+                    "launch of kernel '" + launched->name + "': argument " + std::to_string(i) +
+                        " has kind " + std::to_string(arg.kind) +
+                        ", neither array (1) nor scalar (2)");
+      }
+      if (arg.data == nullptr && arg.size_bytes > 0) {
+        return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
+                    "launch of kernel '" + launched->name + "': argument " + std::to_string(i) +
+                        " has " + std::to_string(arg.size_bytes) + " bytes at NULL");
+      }
+    }
+    compute_units[compute_unit]->Launch(launched, args, arg_count, done, user);
+    return ATOLL_OK;
+  } catch (const std::bad_alloc&) {
+    return Fail(error, error_size, ATOLL_RESOURCE_EXHAUSTED,
+                "cpu backend: out of memory queueing a launch");
+  }
+}
+
+}  // namespace
+}  // namespace atoll_cpu
+
+extern "C" ATOLL_BACKEND_EXPORT const atoll_backend_v1* atoll_backend_get_v1(void) {
+  static const atoll_backend_v1 table = {
+      .abi_version = ATOLL_BACKEND_ABI_VERSION,
+      .struct_size = sizeof(atoll_backend_v1),
+      .name = "cpu",
+      .open = atoll_cpu::Open,
+      .close = atoll_cpu::Close,
+      .device_count = atoll_cpu::DeviceCount,
+      .device_info = atoll_cpu::DeviceInfo,
+      .program = atoll_cpu::ProgramBinary,
+      .release_program = atoll_cpu::ReleaseProgram,
+      .kernel = atoll_cpu::FindKernel,
+      .launch = atoll_cpu::Launch,
+      // Kernels read client memory in place, so there is nothing to pin.
+      .register_memory = nullptr,
+      .unregister_memory = nullptr,
+  };
+  return &table;
+}

@@ -1,0 +1,306 @@
+#include "client/connection.h"
+
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "atoll.pb.h"
+#include "atoll/atoll.hpp"
+#include "ipc/socket.h"
+
+namespace atoll::client {
+
+void ResponseState::Complete(Status status, std::string payload) {
+  std::optional<std::promise<void>> promise;
+  {
+    std::lock_guard lock(mutex_);
+    if (done_) return;
+    status_ = std::move(status);
+    payload_ = std::move(payload);
+    done_ = true;
+    promise = std::move(promise_);
+    promise_.reset();
+  }
+  cv_.notify_all();
+  if (promise) {
+    if (status_.ok()) {
+      promise->set_value();
+    } else {
+      promise->set_exception(std::make_exception_ptr(
+          atoll::error(static_cast<atoll_status_code>(status_.code()), status_.message())));
+    }
+  }
+}
+
+bool ResponseState::done() const {
+  std::lock_guard lock(mutex_);
+  return done_;
+}
+
+void ResponseState::Wait() const {
+  std::unique_lock lock(mutex_);
+  cv_.wait(lock, [&] { return done_; });
+}
+
+bool ResponseState::WaitFor(uint64_t timeout_ms) const {
+  std::unique_lock lock(mutex_);
+  return cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return done_; });
+}
+
+std::future<void> ResponseState::MakeFuture() {
+  std::lock_guard lock(mutex_);
+  promise_.emplace();
+  return promise_->get_future();
+}
+
+// One established connection. Replaced as a whole when the daemon goes away.
+struct Connection::Live {
+  UniqueFd socket;
+  std::atomic<bool> closed{false};
+  std::atomic<uint64_t> next_id{1};
+  std::mutex pending_mutex;
+  std::unordered_map<uint64_t, std::shared_ptr<ResponseState>> pending;  // GUARDED_BY(pending_mutex)
+  std::unordered_set<uint64_t> sent_buffers;  // GUARDED_BY(Connection::send_mutex_)
+  std::string encode_scratch;                  // GUARDED_BY(Connection::send_mutex_)
+};
+
+Connection& Connection::Default() {
+  static Connection* connection = new Connection();
+  return *connection;
+}
+
+std::string Connection::SocketPath() {
+  const char* env = std::getenv("ATOLL_SOCKET");
+  return (env != nullptr && env[0] != '\0') ? env : ATOLL_DEFAULT_SOCKET;
+}
+
+Status Connection::EnsureConnectedLocked() {
+  if (live_ && !live_->closed.load(std::memory_order_acquire)) return OkStatus();
+  std::string path = SocketPath();
+  ATOLL_ASSIGN_OR_RETURN(UniqueFd fd, ipc::Connect(path));
+
+  wire::ClientMessage hello;
+  hello.mutable_hello()->set_protocol_version(wire::PROTOCOL_VERSION_CURRENT);
+  hello.mutable_hello()->set_client("libatoll " ATOLL_VERSION);
+  ATOLL_RETURN_IF_ERROR(ipc::SendPacket(fd.get(), hello.SerializeAsString()));
+
+  // The handshake is synchronous and bounded: a wedged daemon must not hang the first submit.
+  timeval tv{10, 0};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  std::string buffer;
+  size_t size = 0;
+  auto received = ipc::RecvPacket(fd.get(), &buffer, &size, nullptr);
+  if (!received.ok()) {
+    if (received.status().code() == Code::kUnavailable ||
+        received.status().message().find("Resource temporarily") != std::string::npos) {
+      return UnavailableError("the Atoll daemon at '" + path + "' did not answer the handshake");
+    }
+    return received.status();
+  }
+  if (*received != ipc::RecvResult::kPacket) {
+    return UnavailableError("the Atoll daemon at '" + path + "' closed the connection during the " +
+                            "handshake");
+  }
+  wire::ServerMessage reply;
+  if (!reply.ParseFromArray(buffer.data(), static_cast<int>(size))) {
+    return InternalError("the Atoll daemon at '" + path + "' sent a malformed handshake reply");
+  }
+  if (reply.has_goodbye()) {
+    return Status(CodeFromInt(static_cast<int>(reply.goodbye().status().code())),
+                  reply.goodbye().status().message());
+  }
+  if (!reply.has_welcome()) {
+    return InternalError("the Atoll daemon at '" + path + "' answered the handshake with " +
+                         "an unexpected message");
+  }
+  timeval none{0, 0};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+
+  auto live = std::make_shared<Live>();
+  live->socket = std::move(fd);
+  live_ = live;
+  std::thread([this, live] { ReaderLoop(live); }).detach();
+  return OkStatus();
+}
+
+void Connection::FailAll(const std::shared_ptr<Live>& live, const Status& status) {
+  std::unordered_map<uint64_t, std::shared_ptr<ResponseState>> pending;
+  {
+    std::lock_guard lock(live->pending_mutex);
+    live->closed.store(true, std::memory_order_release);
+    pending.swap(live->pending);
+  }
+  for (auto& [id, state] : pending) state->Complete(status);
+}
+
+void Connection::ReaderLoop(std::shared_ptr<Live> live) {
+  std::string buffer;
+  wire::ServerMessage message;
+  Status close_status = UnavailableError(
+      "the Atoll daemon closed the connection (it stopped or restarted); the request's outputs "
+      "were not written. Submit again once the daemon runs");
+  for (;;) {
+    size_t size = 0;
+    auto received = ipc::RecvPacket(live->socket.get(), &buffer, &size, nullptr);
+    if (!received.ok()) {
+      close_status = UnavailableError("lost the connection to the Atoll daemon: " +
+                                      received.status().message());
+      break;
+    }
+    if (*received == ipc::RecvResult::kClosed) break;
+    if (!message.ParseFromArray(buffer.data(), static_cast<int>(size))) {
+      close_status = InternalError("the Atoll daemon sent a malformed message");
+      break;
+    }
+    uint64_t id = 0;
+    Status status;
+    std::string payload;
+    if (message.has_complete()) {
+      id = message.complete().request_id();
+      status = Status(CodeFromInt(static_cast<int>(message.complete().status().code())),
+                      message.complete().status().message());
+    } else if (message.has_query_reply()) {
+      id = message.query_reply().query_id();
+      status = Status(CodeFromInt(static_cast<int>(message.query_reply().status().code())),
+                      message.query_reply().status().message());
+      payload = message.query_reply().json();
+    } else if (message.has_goodbye()) {
+      close_status = Status(CodeFromInt(static_cast<int>(message.goodbye().status().code())),
+                            message.goodbye().status().message());
+      break;
+    } else {
+      continue;
+    }
+    std::shared_ptr<ResponseState> state;
+    {
+      std::lock_guard lock(live->pending_mutex);
+      auto it = live->pending.find(id);
+      if (it == live->pending.end()) continue;
+      state = std::move(it->second);
+      live->pending.erase(it);
+    }
+    state->Complete(std::move(status), std::move(payload));
+  }
+  FailAll(live, close_status);
+}
+
+Status Connection::Submit(const std::string& accelerator, const std::vector<ArgumentValue>& args,
+                          uint64_t timeout_us, const std::shared_ptr<ResponseState>& state) {
+  std::lock_guard lock(send_mutex_);
+  ATOLL_RETURN_IF_ERROR(EnsureConnectedLocked());
+  std::shared_ptr<Live> live = live_;
+
+  // Buffers travel once per connection, before the first request that names them.
+  for (const ArgumentValue& arg : args) {
+    if (!arg.is_array) continue;
+    const Buffer& buffer = *arg.range.buffer;
+    if (live->sent_buffers.count(buffer.id) != 0) continue;
+    wire::ClientMessage add;
+    add.mutable_buffer_add()->set_buffer_id(buffer.id);
+    add.mutable_buffer_add()->set_size_bytes(buffer.size_bytes);
+    Status sent = ipc::SendPacket(live->socket.get(), add.SerializeAsString(), buffer.fd);
+    if (!sent.ok()) {
+      return UnavailableError("could not send a buffer to the Atoll daemon: " + sent.message());
+    }
+    live->sent_buffers.insert(buffer.id);
+  }
+
+  uint64_t id = live->next_id.fetch_add(1, std::memory_order_relaxed);
+  state->request_id = id;
+  wire::ClientMessage message;
+  wire::Submit* submit = message.mutable_submit();
+  submit->set_request_id(id);
+  submit->set_accelerator(accelerator);
+  submit->set_timeout_us(timeout_us);
+  for (const ArgumentValue& arg : args) {
+    wire::Argument* out = submit->add_arguments();
+    out->set_index(arg.index);
+    if (arg.is_array) {
+      wire::ArrayRef* ref = out->mutable_array();
+      ref->set_buffer_id(arg.range.buffer->id);
+      ref->set_offset(arg.range.offset);
+      ref->set_size_bytes(arg.size_bytes);
+    } else {
+      out->set_scalar(arg.scalar);
+    }
+  }
+  {
+    std::lock_guard pending_lock(live->pending_mutex);
+    if (live->closed.load(std::memory_order_acquire)) {
+      return UnavailableError("the connection to the Atoll daemon closed; submit again");
+    }
+    live->pending.emplace(id, state);
+  }
+  message.SerializeToString(&live->encode_scratch);
+  Status sent = ipc::SendPacket(live->socket.get(), live->encode_scratch);
+  if (!sent.ok()) {
+    std::lock_guard pending_lock(live->pending_mutex);
+    live->pending.erase(id);
+    if (sent.code() == Code::kOutOfRange) {
+      return InvalidArgumentError("request for '" + accelerator + "' is too large to send (" +
+                                  sent.message() + "): pass large data in Atoll buffers");
+    }
+    return UnavailableError("could not send the request to the Atoll daemon: " + sent.message());
+  }
+  return OkStatus();
+}
+
+void Connection::Cancel(uint64_t request_id) {
+  std::lock_guard lock(send_mutex_);
+  if (!live_ || live_->closed.load(std::memory_order_acquire)) return;
+  {
+    std::lock_guard pending_lock(live_->pending_mutex);
+    if (live_->pending.count(request_id) == 0) return;
+  }
+  wire::ClientMessage message;
+  message.mutable_cancel()->set_request_id(request_id);
+  (void)ipc::SendPacket(live_->socket.get(), message.SerializeAsString());
+}
+
+StatusOr<std::string> Connection::Query(int kind, uint64_t timeout_ms) {
+  auto state = std::make_shared<ResponseState>();
+  {
+    std::lock_guard lock(send_mutex_);
+    ATOLL_RETURN_IF_ERROR(EnsureConnectedLocked());
+    std::shared_ptr<Live> live = live_;
+    uint64_t id = live->next_id.fetch_add(1, std::memory_order_relaxed);
+    wire::ClientMessage message;
+    message.mutable_query()->set_query_id(id);
+    message.mutable_query()->set_kind(static_cast<wire::Query::Kind>(kind));
+    {
+      std::lock_guard pending_lock(live->pending_mutex);
+      live->pending.emplace(id, state);
+    }
+    Status sent = ipc::SendPacket(live->socket.get(), message.SerializeAsString());
+    if (!sent.ok()) {
+      std::lock_guard pending_lock(live->pending_mutex);
+      live->pending.erase(id);
+      return UnavailableError("could not send a query to the Atoll daemon: " + sent.message());
+    }
+  }
+  if (!state->WaitFor(timeout_ms)) {
+    return Status(Code::kDeadlineExceeded, "the Atoll daemon did not answer within " +
+                                               std::to_string(timeout_ms) + " ms");
+  }
+  if (!state->status().ok()) return state->status();
+  return state->payload();
+}
+
+void Connection::ForgetBuffer(uint64_t buffer_id) {
+  std::lock_guard lock(send_mutex_);
+  if (!live_ || live_->closed.load(std::memory_order_acquire)) return;
+  if (live_->sent_buffers.erase(buffer_id) == 0) return;
+  wire::ClientMessage message;
+  message.mutable_buffer_remove()->set_buffer_id(buffer_id);
+  (void)ipc::SendPacket(live_->socket.get(), message.SerializeAsString());
+}
+
+}  // namespace atoll::client

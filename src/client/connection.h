@@ -1,0 +1,91 @@
+// The process's connection to atolld: one socket shared by every thread, a reader thread that
+// completes responses, and reconnection at the next submit after the daemon went away.
+// Thread safety: all methods are thread-safe.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "client/buffer_table.h"
+#include "common/status.h"
+
+namespace atoll::client {
+
+// Completion of one submitted request or query, shared by the caller and the reader thread.
+class ResponseState {
+ public:
+  // Completes once; later calls are ignored. Wakes waiters and fulfils the promise, if any.
+  void Complete(Status status, std::string payload = {});
+  bool done() const;
+  // Blocks until done.
+  void Wait() const;
+  // False if `timeout_ms` passed first.
+  bool WaitFor(uint64_t timeout_ms) const;
+  // REQUIRES: done().
+  const Status& status() const { return status_; }
+  const std::string& payload() const { return payload_; }
+  // The returned future completes with this state (throwing atoll::error on failure).
+  // REQUIRES: called at most once, before the request is sent.
+  std::future<void> MakeFuture();
+
+  uint64_t request_id = 0;
+
+ private:
+  mutable std::mutex mutex_;
+  mutable std::condition_variable cv_;
+  bool done_ = false;  // GUARDED_BY(mutex_)
+  Status status_;
+  std::string payload_;
+  std::optional<std::promise<void>> promise_;
+};
+
+struct ArgumentValue {
+  uint32_t index = 0;
+  bool is_array = false;
+  BufferRange range;    // arrays
+  uint64_t size_bytes = 0;
+  std::string scalar;   // scalars
+};
+
+class Connection {
+ public:
+  // The process-wide connection (never destroyed, so requests may complete during exit).
+  static Connection& Default();
+
+  // Sends a request; `state` completes when the daemon answers or the connection drops.
+  // Connects first if needed ($ATOLL_SOCKET or ATOLL_DEFAULT_SOCKET). Errors: UNAVAILABLE if the
+  // daemon is not running, FAILED_PRECONDITION on a protocol version mismatch.
+  Status Submit(const std::string& accelerator, const std::vector<ArgumentValue>& args,
+                uint64_t timeout_us, const std::shared_ptr<ResponseState>& state);
+
+  // Asks the daemon to cancel a request; a no-op if it already completed.
+  void Cancel(uint64_t request_id);
+
+  // Sends an administrative query and waits for its JSON answer.
+  StatusOr<std::string> Query(int kind, uint64_t timeout_ms);
+
+  // Tells the daemon a buffer is freed (if it was ever sent on the live connection).
+  void ForgetBuffer(uint64_t buffer_id);
+
+  // The socket path a new connection uses now.
+  static std::string SocketPath();
+
+ private:
+  Connection() = default;
+  struct Live;
+  Status EnsureConnectedLocked();  // REQUIRES: send_mutex_ held
+  void ReaderLoop(std::shared_ptr<Live> live);
+  void FailAll(const std::shared_ptr<Live>& live, const Status& status);
+
+  std::mutex send_mutex_;       // serialises sends so BufferAdd precedes the Submit using it
+  std::shared_ptr<Live> live_;  // GUARDED_BY(send_mutex_); null when disconnected
+};
+
+}  // namespace atoll::client

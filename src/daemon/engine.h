@@ -1,0 +1,101 @@
+// The engine: turns checked requests into kernel launches on the devices of the loaded backends,
+// and completes them. It owns the scheduler's state, the devices' loaded programs and the
+// repository index.
+//
+// Threads: Submit, Cancel, Disconnect, ExpireDeadlines and Query come from the server's I/O thread;
+// completions arrive on backend threads. One mutex guards scheduling state; programming a device
+// and launching happen outside it.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "atoll.pb.h"
+#include "backend/plugin.h"
+#include "daemon/session.h"
+#include "repository/repository.h"
+#include "scheduler/scheduler.h"
+
+namespace atoll::daemon {
+
+struct EngineLimits {
+  uint32_t max_requests_per_connection = 65536;
+};
+
+class Engine {
+ public:
+  Engine(std::vector<std::unique_ptr<backend::Plugin>> plugins,
+         std::filesystem::path repository_root, EngineLimits limits);
+  ~Engine();
+
+  // Reads the repository again (at start and whenever it changes). Problems with single entries
+  // are logged; the previous index stays in force if the repository cannot be read at all.
+  void ReloadRepository();
+
+  // Checks and schedules a request; any error completes it at once with a status that names
+  // what was wrong.
+  void Submit(const std::shared_ptr<Session>& session, const wire::Submit& submit);
+  void Cancel(const std::shared_ptr<Session>& session, uint64_t request_id);
+  // Drops the session's queued requests; running ones finish and their answers are discarded.
+  void Disconnect(const std::shared_ptr<Session>& session);
+  // Fails queued requests whose deadline has passed. Returns true while some queued request has
+  // a deadline (the server then wakes up regularly).
+  bool ExpireDeadlines();
+
+  // JSON answers to the CLI's queries.
+  std::string AcceleratorsJson() const;
+  std::string DevicesJson() const;
+  std::string StatusJson(size_t sessions) const;
+
+  // Fails every queued request with UNAVAILABLE, then waits up to `grace` for running ones.
+  // Returns how many were still running when it gave up.
+  size_t Shutdown(std::chrono::milliseconds grace);
+
+  size_t device_count() const { return devices_.size(); }
+  // Lets a MappedBuffer be pinned by backends that want it.
+  void RegisterBuffer(const std::shared_ptr<MappedBuffer>& buffer);
+
+  struct Job;
+
+ private:
+  struct Device;
+  struct Resolved;
+
+  StatusOr<std::shared_ptr<const Resolved>> Resolve(const std::string& accelerator);
+  void Launch(scheduler::Start start);
+  // Completes a job that never ran or has ended, frees its compute unit if it had one and launches
+  // what the scheduler starts next.
+  void Finish(const std::shared_ptr<Job>& job, Status status, bool ran);
+  static void OnDone(void* user, int status, const char* message);
+  static void Reply(const std::shared_ptr<Session>& session, uint64_t request_id,
+                    const Status& status);
+
+  std::vector<std::unique_ptr<backend::Plugin>> plugins_;
+  std::vector<std::unique_ptr<Device>> devices_;
+  std::vector<repository::DevicePlatform> platforms_;
+  repository::Repository repository_;
+  const EngineLimits limits_;
+  const std::chrono::steady_clock::time_point started_;
+
+  mutable std::mutex mu_;
+  std::condition_variable idle_cv_;
+  scheduler::Scheduler scheduler_;                              // GUARDED_BY(mu_)
+  std::unordered_map<uint64_t, std::shared_ptr<Job>> jobs_;    // GUARDED_BY(mu_)
+  std::shared_ptr<const repository::Index> index_;             // GUARDED_BY(mu_)
+  std::unordered_map<std::string, std::shared_ptr<const Resolved>> resolved_;  // GUARDED_BY(mu_)
+  uint64_t generation_ = 0;                                    // GUARDED_BY(mu_)
+  uint64_t next_job_ = 1;                                      // GUARDED_BY(mu_)
+  size_t deadline_jobs_queued_ = 0;                            // GUARDED_BY(mu_)
+  bool shutting_down_ = false;                                 // GUARDED_BY(mu_)
+  std::atomic<uint64_t> completed_{0}, failed_{0}, rejected_{0};
+};
+
+}  // namespace atoll::daemon

@@ -1,0 +1,44 @@
+#include "daemon/mapped_buffer.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+
+namespace atoll::daemon {
+
+StatusOr<std::shared_ptr<MappedBuffer>> MappedBuffer::Map(UniqueFd fd, uint64_t size_bytes) {
+  int seals = ::fcntl(fd.get(), F_GET_SEALS);
+  if (seals < 0) {
+    return InvalidArgumentError("the buffer's file descriptor is not a sealable memfd; allocate "
+                                "buffers with atoll_alloc");
+  }
+  if ((seals & F_SEAL_SHRINK) == 0) {
+    return InvalidArgumentError("the buffer is not sealed against shrinking (F_SEAL_SHRINK); "
+                                "allocate buffers with atoll_alloc");
+  }
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return ErrnoError("fstat of a client buffer", errno);
+  if (!S_ISREG(st.st_mode) || st.st_size < 0 ||
+      static_cast<uint64_t>(st.st_size) < size_bytes) {
+    return InvalidArgumentError("the buffer declares " + std::to_string(size_bytes) +
+                                " bytes but its memfd holds " + std::to_string(st.st_size));
+  }
+  auto buffer = std::shared_ptr<MappedBuffer>(new MappedBuffer());
+  buffer->size_bytes_ = size_bytes;
+  buffer->mapped_bytes_ = static_cast<uint64_t>(st.st_size);
+  if (buffer->mapped_bytes_ == 0) return buffer;  // nothing to map; data() stays null
+  void* p = ::mmap(nullptr, buffer->mapped_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  if (p == MAP_FAILED) return ErrnoError("mapping a client buffer", errno);
+  buffer->data_ = static_cast<uint8_t*>(p);
+  return buffer;
+}
+
+MappedBuffer::~MappedBuffer() {
+  if (data_ == nullptr) return;
+  if (on_unmap_) on_unmap_(data_);
+  ::munmap(data_, mapped_bytes_);
+}
+
+}  // namespace atoll::daemon

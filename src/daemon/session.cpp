@@ -1,0 +1,44 @@
+#include "daemon/session.h"
+
+#include <sys/epoll.h>
+
+namespace atoll::daemon {
+
+Session::Session(uint64_t id, UniqueFd socket, ipc::PeerCredentials peer, int epoll_fd)
+    : id_(id), socket_(std::move(socket)), peer_(peer), epoll_fd_(epoll_fd) {}
+
+void Session::ArmWritable(bool on) {
+  epoll_event ev{};
+  ev.events = EPOLLIN | (on ? EPOLLOUT : 0);
+  ev.data.u64 = id_;
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, socket_.get(), &ev);
+}
+
+void Session::Send(const wire::ServerMessage& message) {
+  if (closed()) return;
+  std::lock_guard lock(send_mutex_);
+  message.SerializeToString(&scratch_);
+  if (outbox_.empty()) {
+    Status sent = ipc::SendPacket(socket_.get(), scratch_, -1, /*dont_wait=*/true);
+    if (sent.ok()) return;
+    if (sent.code() != Code::kResourceExhausted) return;  // peer gone: the I/O thread cleans up
+    outbox_.push_back(scratch_);
+    ArmWritable(true);
+    return;
+  }
+  outbox_.push_back(scratch_);
+}
+
+bool Session::Flush() {
+  std::lock_guard lock(send_mutex_);
+  while (!outbox_.empty()) {
+    Status sent = ipc::SendPacket(socket_.get(), outbox_.front(), -1, /*dont_wait=*/true);
+    if (sent.code() == Code::kResourceExhausted) return true;
+    if (!sent.ok()) return false;
+    outbox_.pop_front();
+  }
+  ArmWritable(false);
+  return true;
+}
+
+}  // namespace atoll::daemon

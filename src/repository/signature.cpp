@@ -1,0 +1,183 @@
+#include "repository/signature.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "repository/manifest_internal.h"
+
+namespace atoll::repository {
+namespace {
+
+std::string Label(size_t index, const ArgumentSpec& spec) {
+  std::string label = "argument " + std::to_string(index);
+  if (!spec.name.empty()) label += " '" + spec.name + "'";
+  return label;
+}
+
+std::string Expected(const ArgumentSpec& spec) {
+  if (spec.kind == ArgKind::kScalar) {
+    return "a scalar of " + std::to_string(spec.element_bytes) + " bytes (" + spec.type + ")";
+  }
+  return "an array of " + std::to_string(spec.element_bytes) + "-byte elements (" + spec.type + ")";
+}
+
+std::string Signature(const KernelSpec& kernel) {
+  std::string text;
+  for (size_t i = 0; i < kernel.arguments.size(); ++i) {
+    if (i > 0) text += ", ";
+    text += kernel.arguments[i].type;
+    if (!kernel.arguments[i].name.empty()) text += " " + kernel.arguments[i].name;
+  }
+  return text;
+}
+
+Status CheckShape(std::string_view accelerator, size_t index, const ArgumentSpec& spec,
+                  const ArgValue& arg) {
+  if (spec.element_bytes == 0) {
+    return InvalidArgumentError(std::string(accelerator) + ": " + Label(index, spec) +
+                                " has no size in the manifest; reinstall it from a manifest that "
+                                "parses");
+  }
+  std::string prefix = std::string(accelerator) + ": " + Label(index, spec) + " must be " +
+                       Expected(spec) + ", got ";
+  if (spec.kind == ArgKind::kScalar) {
+    if (arg.is_array) return InvalidArgumentError(prefix + "an array");
+    if (arg.size_bytes != spec.element_bytes) {
+      return InvalidArgumentError(prefix + "a scalar of " + std::to_string(arg.size_bytes) +
+                                  " bytes");
+    }
+    if (arg.scalar_data == nullptr) return InvalidArgumentError(prefix + "no value");
+    return OkStatus();
+  }
+  if (!arg.is_array) {
+    return InvalidArgumentError(prefix + "a scalar of " + std::to_string(arg.size_bytes) +
+                                " bytes");
+  }
+  if (arg.size_bytes % spec.element_bytes != 0) {
+    return InvalidArgumentError(prefix + std::to_string(arg.size_bytes) +
+                                " bytes, which is not a multiple of " +
+                                std::to_string(spec.element_bytes));
+  }
+  return OkStatus();
+}
+
+template <typename T>
+T Load(const void* data) {
+  T value;
+  std::memcpy(&value, data, sizeof(T));
+  return value;
+}
+
+// Reads an integer scalar that a length rule names, by its exact size and signedness.
+Status ReadCount(std::string_view accelerator, const KernelSpec& kernel, size_t source,
+                 const ArgValue& arg, size_t target, uint64_t* value) {
+  const ArgumentSpec& spec = kernel.arguments[source];
+  StatusOr<internal::ArgumentType> split = internal::SplitArgumentType(spec.type);
+  StatusOr<internal::ScalarInfo> info =
+      split.ok() ? internal::DescribeScalar(split->element) : split.status();
+  if (!info.ok() || !info->is_integer() || info->bytes != arg.size_bytes) {
+    return InvalidArgumentError(std::string(accelerator) + ": " + Label(source, spec) + " (" +
+                                spec.type + ") sets the length of " +
+                                Label(target, kernel.arguments[target]) +
+                                " but is not an integer scalar; fix the manifest");
+  }
+  bool is_signed = info->scalar_class == internal::ScalarClass::kSigned;
+  int64_t signed_value = 0;
+  switch (arg.size_bytes) {
+    case 1:
+      signed_value = is_signed ? Load<int8_t>(arg.scalar_data) : Load<uint8_t>(arg.scalar_data);
+      break;
+    case 2:
+      signed_value = is_signed ? Load<int16_t>(arg.scalar_data) : Load<uint16_t>(arg.scalar_data);
+      break;
+    case 4:
+      signed_value = is_signed ? Load<int32_t>(arg.scalar_data) : Load<uint32_t>(arg.scalar_data);
+      break;
+    default:
+      if (!is_signed) {
+        *value = Load<uint64_t>(arg.scalar_data);
+        return OkStatus();
+      }
+      signed_value = Load<int64_t>(arg.scalar_data);
+      break;
+  }
+  if (signed_value < 0) {
+    const ArgumentSpec& array = kernel.arguments[target];
+    return InvalidArgumentError(std::string(accelerator) + ": " + Label(source, spec) + " is " +
+                                std::to_string(signed_value) + ", but it sets the length of " +
+                                Label(target, array) + " (" + array.length +
+                                ") and must not be negative");
+  }
+  *value = static_cast<uint64_t>(signed_value);
+  return OkStatus();
+}
+
+Status CheckLength(std::string_view accelerator, const KernelSpec& kernel,
+                   std::span<const ArgValue> args, size_t index) {
+  const ArgumentSpec& spec = kernel.arguments[index];
+  std::string label = std::string(accelerator) + ": " + Label(index, spec);
+  StatusOr<std::vector<internal::LengthFactor>> factors = internal::ParseLengthRule(spec.length);
+  if (!factors.ok()) {
+    return InvalidArgumentError(label + " has a length rule that does not parse: " +
+                                factors.status().message() + "; fix the manifest");
+  }
+  uint64_t elements = 1;
+  bool overflow = false;
+  std::string values;
+  for (const internal::LengthFactor& factor : *factors) {
+    uint64_t value = factor.constant;
+    if (!factor.name.empty()) {
+      auto it = std::find_if(kernel.arguments.begin(), kernel.arguments.end(),
+                             [&](const ArgumentSpec& other) { return other.name == factor.name; });
+      if (it == kernel.arguments.end() || it->kind != ArgKind::kScalar) {
+        return InvalidArgumentError(label + " has a length rule '" + spec.length +
+                                    "' that names '" + factor.name +
+                                    "', which is not a scalar argument; fix the manifest");
+      }
+      size_t source = static_cast<size_t>(it - kernel.arguments.begin());
+      ATOLL_RETURN_IF_ERROR(ReadCount(accelerator, kernel, source, args[source], index, &value));
+    }
+    if (!values.empty()) values += "*";
+    values += std::to_string(value);
+    overflow = overflow || __builtin_mul_overflow(elements, value, &elements);
+  }
+  uint64_t needed_bytes = 0;
+  if (overflow || __builtin_mul_overflow(elements, spec.element_bytes, &needed_bytes)) {
+    return InvalidArgumentError(label + " has a length " + spec.length + " = " + values +
+                                " that overflows 64 bits; check the arguments it names");
+  }
+  std::string rule = spec.length + " = " + values;
+  if (factors->size() > 1) rule += " = " + std::to_string(elements);
+  if (args[index].size_bytes < needed_bytes) {
+    return InvalidArgumentError(
+        label + " must hold at least " + rule + " elements of " +
+        std::to_string(spec.element_bytes) + " bytes (" + std::to_string(needed_bytes) +
+        " bytes), got " + std::to_string(args[index].size_bytes / spec.element_bytes) +
+        " elements (" + std::to_string(args[index].size_bytes) + " bytes)");
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+Status CheckSignature(std::string_view accelerator, const KernelSpec& kernel,
+                      std::span<const ArgValue> args) {
+  if (args.size() != kernel.arguments.size()) {
+    return InvalidArgumentError(std::string(accelerator) + ": takes " +
+                                std::to_string(kernel.arguments.size()) + " arguments (" +
+                                Signature(kernel) + "), got " + std::to_string(args.size()));
+  }
+  for (size_t i = 0; i < args.size(); ++i) {
+    ATOLL_RETURN_IF_ERROR(CheckShape(accelerator, i, kernel.arguments[i], args[i]));
+  }
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (kernel.arguments[i].kind == ArgKind::kArray && !kernel.arguments[i].length.empty()) {
+      ATOLL_RETURN_IF_ERROR(CheckLength(accelerator, kernel, args, i));
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace atoll::repository

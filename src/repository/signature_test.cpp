@@ -1,0 +1,164 @@
+#include "repository/signature.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace atoll::repository {
+namespace {
+
+using ::testing::HasSubstr;
+
+KernelSpec Kernel(const char* arguments) {
+  std::string json = std::string(R"({"bitstreamId": "vector", "version": "1", "kernels": [
+      {"kernelId": "addition", "name": "vadd", "arguments": )") +
+                     arguments + "}]}";
+  StatusOr<Manifest> manifest = ParseManifest(json);
+  EXPECT_TRUE(manifest.ok()) << manifest.status().ToString();
+  return manifest.ok() ? manifest->kernels[0] : KernelSpec();
+}
+
+KernelSpec Vadd() {
+  return Kernel(R"([{"type": "float*", "name": "a", "access": "r"},
+                    {"type": "float*", "name": "b", "access": "r"},
+                    {"type": "float*", "name": "c", "access": "w"},
+                    {"type": "int", "name": "size"}])");
+}
+
+ArgValue Array(uint64_t bytes) { return ArgValue{true, bytes, nullptr}; }
+
+template <typename T>
+ArgValue Scalar(const T& value) {
+  return ArgValue{false, sizeof(T), &value};
+}
+
+std::string ErrorOf(const KernelSpec& kernel, const std::vector<ArgValue>& args) {
+  Status status = CheckSignature("vector.addition", kernel, args);
+  EXPECT_FALSE(status.ok());
+  EXPECT_EQ(status.code(), Code::kInvalidArgument);
+  return status.message();
+}
+
+TEST(CheckSignature, AcceptsMatchingArguments) {
+  int size = 100;
+  EXPECT_TRUE(CheckSignature("vector.addition", Vadd(),
+                             std::vector<ArgValue>{Array(400), Array(400), Array(400), Scalar(size)})
+                  .ok());
+  EXPECT_TRUE(CheckSignature("vector.addition", Vadd(),
+                             std::vector<ArgValue>{Array(0), Array(4), Array(8), Scalar(size)})
+                  .ok());
+}
+
+TEST(CheckSignature, Count) {
+  int size = 1;
+  EXPECT_EQ(ErrorOf(Vadd(), {Array(4), Array(4), Scalar(size)}),
+            "vector.addition: takes 4 arguments (float* a, float* b, float* c, int size), got 3");
+  EXPECT_THAT(ErrorOf(Vadd(), {Array(4), Array(4), Array(4), Scalar(size), Scalar(size)}),
+              HasSubstr("takes 4 arguments"));
+}
+
+TEST(CheckSignature, ArrayWhereScalarExpected) {
+  EXPECT_EQ(ErrorOf(Vadd(), {Array(4), Array(4), Array(4), Array(4)}),
+            "vector.addition: argument 3 'size' must be a scalar of 4 bytes (int), got an array");
+}
+
+TEST(CheckSignature, ScalarWhereArrayExpected) {
+  int size = 1;
+  EXPECT_EQ(ErrorOf(Vadd(), {Array(4), Scalar(size), Array(4), Scalar(size)}),
+            "vector.addition: argument 1 'b' must be an array of 4-byte elements (float*), got a "
+            "scalar of 4 bytes");
+}
+
+TEST(CheckSignature, ScalarSize) {
+  int64_t size = 1;
+  EXPECT_EQ(ErrorOf(Vadd(), {Array(4), Array(4), Array(4), Scalar(size)}),
+            "vector.addition: argument 3 'size' must be a scalar of 4 bytes (int), got a scalar of "
+            "8 bytes");
+  EXPECT_THAT(ErrorOf(Vadd(), {Array(4), Array(4), Array(4), ArgValue{false, 4, nullptr}}),
+              HasSubstr("argument 3 'size' must be a scalar of 4 bytes (int), got no value"));
+}
+
+TEST(CheckSignature, ArrayNotAMultipleOfElementSize) {
+  int size = 1;
+  EXPECT_EQ(ErrorOf(Vadd(), {Array(10), Array(4), Array(4), Scalar(size)}),
+            "vector.addition: argument 0 'a' must be an array of 4-byte elements (float*), got 10 "
+            "bytes, which is not a multiple of 4");
+}
+
+TEST(CheckSignature, LengthRuleSatisfied) {
+  KernelSpec kernel = Kernel(R"([{"type": "float*", "name": "a", "length": "n"},
+                                 {"type": "uint16_t*", "name": "img", "length": "w*h*3"},
+                                 {"type": "int", "name": "n"},
+                                 {"type": "unsigned char", "name": "w"},
+                                 {"type": "uint64_t", "name": "h"}])");
+  int n = 10;
+  unsigned char w = 200;
+  uint64_t h = 7;
+  EXPECT_TRUE(CheckSignature("x.y", kernel,
+                             std::vector<ArgValue>{Array(40), Array(200 * 7 * 3 * 2), Scalar(n),
+                                                   Scalar(w), Scalar(h)})
+                  .ok());
+  // "At least": a larger array is fine.
+  EXPECT_TRUE(CheckSignature("x.y", kernel,
+                             std::vector<ArgValue>{Array(44), Array(200 * 7 * 3 * 2 + 2), Scalar(n),
+                                                   Scalar(w), Scalar(h)})
+                  .ok());
+}
+
+TEST(CheckSignature, LengthRuleUnsatisfied) {
+  KernelSpec kernel = Kernel(R"([{"type": "float*", "name": "a", "length": "n"},
+                                 {"type": "uint16_t*", "name": "img", "length": "w*h*3"},
+                                 {"type": "int", "name": "n"},
+                                 {"type": "unsigned char", "name": "w"},
+                                 {"type": "uint64_t", "name": "h"}])");
+  int n = 10;
+  unsigned char w = 200;
+  uint64_t h = 7;
+  EXPECT_EQ(ErrorOf(kernel, {Array(36), Array(8400), Scalar(n), Scalar(w), Scalar(h)}),
+            "vector.addition: argument 0 'a' must hold at least n = 10 elements of 4 bytes (40 "
+            "bytes), got 9 elements (36 bytes)");
+  EXPECT_EQ(ErrorOf(kernel, {Array(40), Array(8398), Scalar(n), Scalar(w), Scalar(h)}),
+            "vector.addition: argument 1 'img' must hold at least w*h*3 = 200*7*3 = 4200 elements "
+            "of 2 bytes (8400 bytes), got 4199 elements (8398 bytes)");
+}
+
+TEST(CheckSignature, LengthFromNegativeScalar) {
+  KernelSpec kernel = Kernel(R"([{"type": "float*", "name": "a", "length": "n"},
+                                 {"type": "int", "name": "n"}])");
+  int n = -5;
+  EXPECT_EQ(ErrorOf(kernel, {Array(40), Scalar(n)}),
+            "vector.addition: argument 1 'n' is -5, but it sets the length of argument 0 'a' (n) "
+            "and must not be negative");
+  int8_t small = -1;
+  KernelSpec narrow = Kernel(R"([{"type": "char*", "name": "a", "length": "n"},
+                                 {"type": "int8_t", "name": "n"}])");
+  EXPECT_THAT(ErrorOf(narrow, {Array(40), Scalar(small)}), HasSubstr("is -1"));
+  // The same bits read as unsigned are a large count, not a negative one.
+  uint8_t big = 0xff;
+  KernelSpec unsigned_narrow = Kernel(R"([{"type": "char*", "name": "a", "length": "n"},
+                                          {"type": "uint8_t", "name": "n"}])");
+  EXPECT_TRUE(
+      CheckSignature("x.y", unsigned_narrow, std::vector<ArgValue>{Array(255), Scalar(big)}).ok());
+  EXPECT_THAT(ErrorOf(unsigned_narrow, {Array(254), Scalar(big)}), HasSubstr("n = 255"));
+}
+
+TEST(CheckSignature, LengthOverflow) {
+  KernelSpec kernel = Kernel(R"([{"type": "double*", "name": "a", "length": "w*h"},
+                                 {"type": "uint64_t", "name": "w"},
+                                 {"type": "uint64_t", "name": "h"}])");
+  uint64_t w = uint64_t{1} << 33;
+  uint64_t h = uint64_t{1} << 31;
+  EXPECT_THAT(ErrorOf(kernel, {Array(64), Scalar(w), Scalar(h)}),
+              HasSubstr("argument 0 'a' has a length w*h = 8589934592*2147483648 that overflows "
+                        "64 bits"));
+  // The element count fits, but not once multiplied by the element size.
+  uint64_t one = 1;
+  uint64_t huge = uint64_t{1} << 62;
+  EXPECT_THAT(ErrorOf(kernel, {Array(64), Scalar(huge), Scalar(one)}),
+              HasSubstr("overflows 64 bits"));
+}
+
+}  // namespace
+}  // namespace atoll::repository
