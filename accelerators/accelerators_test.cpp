@@ -22,11 +22,11 @@
 
 namespace {
 
-using ::atoll_cpu::testing::Array;
-using ::atoll_cpu::testing::LaunchAndWait;
-using ::atoll_cpu::testing::OpenBackend;
-using ::atoll_cpu::testing::Plugin;
-using ::atoll_cpu::testing::Scalar;
+using ::atl::cpu::testing::Array;
+using ::atl::cpu::testing::LaunchAndWait;
+using ::atl::cpu::testing::OpenBackend;
+using ::atl::cpu::testing::Plugin;
+using ::atl::cpu::testing::Scalar;
 using ::testing::HasSubstr;
 
 const std::filesystem::path kAcceleratorDir = ATOLL_TEST_ACCELERATOR_DIR;

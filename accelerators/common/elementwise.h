@@ -6,7 +6,7 @@
 
 #include "common/kernel_args.h"
 
-namespace atoll_accelerators {
+namespace atl::accelerators {
 
 // Any of a, b and c may be the same array: each element is read before it is written.
 template <typename T, typename Op>
@@ -30,4 +30,4 @@ int Elementwise(const char* kernel, const atoll_cpu_arg* args, uint32_t arg_coun
   return ATOLL_OK;
 }
 
-}  // namespace atoll_accelerators
+}  // namespace atl::accelerators

@@ -12,7 +12,7 @@
 #include "atoll/atoll.h"
 #include "atoll/cpu_kernel.h"
 
-namespace atoll_accelerators {
+namespace atl::accelerators {
 
 class KernelArgs {
  public:
@@ -100,4 +100,4 @@ inline bool Overlap(const void* a, uint64_t a_bytes, const void* b, uint64_t b_b
   return a_bytes > 0 && b_bytes > 0 && begin_a < begin_b + b_bytes && begin_b < begin_a + a_bytes;
 }
 
-}  // namespace atoll_accelerators
+}  // namespace atl::accelerators

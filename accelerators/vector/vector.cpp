@@ -8,11 +8,11 @@
 ATOLL_CPU_BINARY()
 
 ATOLL_CPU_KERNEL(vadd) {
-  return atoll_accelerators::Elementwise<float>("vadd", args, arg_count, error, error_size,
-                                                [](float a, float b) { return a + b; });
+  return atl::accelerators::Elementwise<float>("vadd", args, arg_count, error, error_size,
+                                               [](float a, float b) { return a + b; });
 }
 
 ATOLL_CPU_KERNEL(vsub) {
-  return atoll_accelerators::Elementwise<float>("vsub", args, arg_count, error, error_size,
-                                                [](float a, float b) { return a - b; });
+  return atl::accelerators::Elementwise<float>("vsub", args, arg_count, error, error_size,
+                                               [](float a, float b) { return a - b; });
 }

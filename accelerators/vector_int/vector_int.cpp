@@ -9,14 +9,14 @@
 ATOLL_CPU_BINARY()
 
 ATOLL_CPU_KERNEL(vadd_int) {
-  return atoll_accelerators::Elementwise<int32_t>(
+  return atl::accelerators::Elementwise<int32_t>(
       "vadd_int", args, arg_count, error, error_size, [](int32_t a, int32_t b) {
         return static_cast<int32_t>(static_cast<uint32_t>(a) + static_cast<uint32_t>(b));
       });
 }
 
 ATOLL_CPU_KERNEL(vsub_int) {
-  return atoll_accelerators::Elementwise<int32_t>(
+  return atl::accelerators::Elementwise<int32_t>(
       "vsub_int", args, arg_count, error, error_size, [](int32_t a, int32_t b) {
         return static_cast<int32_t>(static_cast<uint32_t>(a) - static_cast<uint32_t>(b));
       });

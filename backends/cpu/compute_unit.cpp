@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -10,7 +11,7 @@
 
 #include "atoll/atoll.h"
 
-namespace atoll_cpu {
+namespace atl::cpu {
 namespace {
 
 // The daemon keeps at most one launch per compute unit in flight, so the queue rarely grows.
@@ -18,6 +19,12 @@ constexpr size_t kInitialSlots = 4;
 // Scalars are stored at this alignment: the arena comes from operator new, which guarantees it,
 // so a kernel may read any scalar type in place.
 constexpr size_t kScalarAlignment = __STDCPP_DEFAULT_NEW_ALIGNMENT__;
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 inline void CpuRelax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -56,6 +63,7 @@ void ComputeUnit::RequestStop() {
 
 void ComputeUnit::Launch(const Kernel* kernel, const atoll_backend_arg_v1* args, uint32_t arg_count,
                          atoll_backend_done_fn done, void* user) {
+  int64_t now_ns = NowNs();
   bool wake;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -68,11 +76,13 @@ void ComputeUnit::Launch(const Kernel* kernel, const atoll_backend_arg_v1* args,
       head_ = 0;
     }
     // If Fill throws, count_ is unchanged and the half-filled slot is simply reused later.
-    Fill(ring_[(head_ + count_) & (ring_.size() - 1)], kernel, args, arg_count, done, user);
+    Pending& slot = ring_[(head_ + count_) & (ring_.size() - 1)];
+    Fill(slot, kernel, args, arg_count, done, user);
+    slot.queued_at_ns = now_ns;
     ++count_;
-    queued_.store(count_, std::memory_order_release);
     wake = sleeping_;
   }
+  published_.fetch_add(1, std::memory_order_release);
   // Notifying only a sleeping worker saves the futex call while it spins or runs.
   if (wake) wake_.notify_one();
 }
@@ -116,15 +126,9 @@ void ComputeUnit::Pending::Resolve() {
 void ComputeUnit::Run() {
   bool ran = false;
   for (;;) {
-    // Spin only right after a launch: a stream of requests keeps the worker awake, while an idle
-    // compute unit costs no CPU.
-    if (ran && spin_ns_ > 0 && queued_.load(std::memory_order_acquire) == 0) {
-      auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(spin_ns_);
-      while (queued_.load(std::memory_order_acquire) == 0 &&
-             std::chrono::steady_clock::now() < deadline) {
-        CpuRelax();
-      }
-    }
+    // Spin only right after a launch, and only while launches arrive within the spin time: a
+    // stream of requests keeps the worker awake, while sparse or no traffic costs no CPU.
+    if (ran && spin_ns_ > 0 && average_gap_ns_ < spin_ns_) Spin();
     {
       std::unique_lock<std::mutex> lock(mutex_);
       if (count_ == 0 && !stopping_) {
@@ -138,12 +142,23 @@ void ComputeUnit::Run() {
       std::swap(running_, ring_[head_]);
       head_ = (head_ + 1) & (ring_.size() - 1);
       --count_;
-      queued_.store(count_, std::memory_order_relaxed);
+      published_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    if (ran) {
+      // Capped, so that one long pause is forgotten after a few quick launches.
+      int64_t gap_ns = std::clamp<int64_t>(running_.queued_at_ns - last_end_ns_, 0, 2 * spin_ns_);
+      average_gap_ns_ = (3 * average_gap_ns_ + gap_ns) / 4;
     }
     running_.Resolve();
     Execute(running_);
+    last_end_ns_ = NowNs();
     ran = true;
   }
+}
+
+void ComputeUnit::Spin() {
+  int64_t deadline_ns = NowNs() + spin_ns_;
+  while (published_.load(std::memory_order_acquire) <= 0 && NowNs() < deadline_ns) CpuRelax();
 }
 
 void ComputeUnit::Execute(Pending& pending) {
@@ -186,4 +201,4 @@ void ComputeUnit::Execute(Pending& pending) {
   pending.done(pending.user, status, reported);
 }
 
-}  // namespace atoll_cpu
+}  // namespace atl::cpu

@@ -16,14 +16,15 @@
 #include "atoll/cpu_kernel.h"
 #include "kernel.h"
 
-namespace atoll_cpu {
+namespace atl::cpu {
 
 class ComputeUnit {
  public:
   // Starts the worker thread, named `thread_name` (at most 15 characters show). After running a
   // launch the worker polls its queue for up to `spin_ns` before it sleeps, so that a launch
-  // arriving soon after does not pay for a futex wake-up. Throws std::system_error when the
-  // thread cannot start.
+  // arriving soon after does not pay for a futex wake-up; it polls only while launches have
+  // lately been arriving within that time, so sparse traffic burns no CPU. 0 never polls.
+  // Throws std::system_error when the thread cannot start.
   ComputeUnit(const std::string& thread_name, int64_t spin_ns);
   // Runs the launches still queued (calling their `done`) and joins the worker.
   ~ComputeUnit();
@@ -50,6 +51,7 @@ class ComputeUnit {
     const Kernel* kernel = nullptr;
     atoll_backend_done_fn done = nullptr;
     void* user = nullptr;
+    int64_t queued_at_ns = 0;  // steady clock
     std::vector<atoll_cpu_arg> args;
     std::vector<uint64_t> type_offsets;
     std::vector<uint64_t> scalar_offsets;  // kArrayArg for an array argument
@@ -62,8 +64,8 @@ class ComputeUnit {
   static void Fill(Pending& pending, const Kernel* kernel, const atoll_backend_arg_v1* args,
                    uint32_t arg_count, atoll_backend_done_fn done, void* user);
   void Run();
-  // Waits until the queue holds a launch or a stop was requested; false means stop.
-  bool WaitForWork();
+  // Polls for a published launch for up to spin_ns_.
+  void Spin();
   void Execute(Pending& pending);
 
   const int64_t spin_ns_;
@@ -75,11 +77,16 @@ class ComputeUnit {
   size_t count_ = 0;
   bool sleeping_ = false;  // the worker waits on `wake_`: Launch must notify
   bool stopping_ = false;
-  // count_ as the spinning worker reads it without the mutex.
-  std::atomic<size_t> queued_{0};
+  // Launches queued minus launches taken, raised only after Launch has released the mutex: the
+  // spinning worker reads it without the mutex, and seeing work before the launcher unlocks
+  // would send both threads into the futex. Only a hint; may briefly be -1.
+  std::atomic<int64_t> published_{0};
 
-  Pending running_;  // owned by the worker thread
+  // Owned by the worker thread.
+  Pending running_;
+  int64_t last_end_ns_ = 0;     // when the previous launch's `done` returned
+  int64_t average_gap_ns_ = 0;  // from one launch's end to the next one's arrival, smoothed
   std::thread thread_;
 };
 
-}  // namespace atoll_cpu
+}  // namespace atl::cpu

@@ -13,7 +13,7 @@
 #include "atoll/backend.h"
 #include "cpu_backend_testing.h"
 
-namespace atoll_cpu {
+namespace atl::cpu {
 namespace {
 
 using testing::Array;
@@ -485,4 +485,4 @@ TEST_F(CpuBackend, CloseRunsQueuedLaunchesAndCallsTheirDone) {
 }
 
 }  // namespace
-}  // namespace atoll_cpu
+}  // namespace atl::cpu

@@ -15,7 +15,7 @@
 #include "atoll/atoll.h"
 #include "atoll/backend.h"
 
-namespace atoll_cpu::testing {
+namespace atl::cpu::testing {
 
 // The plugin's table, loaded with dlopen as the daemon loads it. Unloaded on destruction.
 class Plugin {
@@ -136,4 +136,4 @@ inline int LaunchAndWait(const atoll_backend_v1* table, void* backend, void* ker
   return completion.status;
 }
 
-}  // namespace atoll_cpu::testing
+}  // namespace atl::cpu::testing

@@ -6,7 +6,7 @@
 #include <fstream>
 #include <string_view>
 
-namespace atoll_cpu {
+namespace atl::cpu {
 namespace {
 
 std::string_view Trim(std::string_view text) {
@@ -47,4 +47,4 @@ HostInfo ReadHostInfo() {
   return info;
 }
 
-}  // namespace atoll_cpu
+}  // namespace atl::cpu

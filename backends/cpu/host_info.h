@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-namespace atoll_cpu {
+namespace atl::cpu {
 
 struct HostInfo {
   std::string cpu_model;      // "AMD EPYC 7763 64-Core Processor", or "host CPU" when unknown
@@ -16,4 +16,4 @@ struct HostInfo {
 // above, and an unknown machine is "unknown".
 HostInfo ReadHostInfo();
 
-}  // namespace atoll_cpu
+}  // namespace atl::cpu

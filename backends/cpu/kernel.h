@@ -7,7 +7,7 @@
 
 #include "atoll/cpu_kernel.h"
 
-namespace atoll_cpu {
+namespace atl::cpu {
 
 struct Kernel {
   // Tells a real handle from a stray pointer the daemon might pass by mistake.
@@ -19,4 +19,4 @@ struct Kernel {
   std::string binary;  // the path the program was loaded from
 };
 
-}  // namespace atoll_cpu
+}  // namespace atl::cpu

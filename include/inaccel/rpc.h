@@ -64,8 +64,8 @@ static inline int inaccel_request_arg_array(inaccel_request request, size_t size
 
 /* Sets argument `index` to a copy of the `size` bytes at `value`, taken now: later changes to
  * `value` do not reach the request. Returns 0, or -1 with errno (EINVAL, ENOMEM). */
-static inline int inaccel_request_arg_scalar(inaccel_request request, size_t size, const void* value,
-                                             unsigned index);
+static inline int inaccel_request_arg_scalar(inaccel_request request, size_t size,
+                                             const void* value, unsigned index);
 
 /* Creates a request for accelerator `accelerator` ("bitstreamId.kernelId"). Returns NULL with errno
  * set on failure (EINVAL for NULL). Release it with inaccel_request_release. */
@@ -124,13 +124,16 @@ static inline int inaccel_submit(inaccel_request request, inaccel_response respo
 /* The largest scalar atoll_request_arg_scalar takes inline. */
 #define INACCEL_SHIM_MAX_INLINE_SCALAR 4096u
 
-/* Casts that C++ compilers accept without -Wold-style-cast warnings, as the header is C and C++. */
+/* Casts and null pointers that C++ compilers accept without -Wold-style-cast or
+ * -Wzero-as-null-pointer-constant warnings, as the header is both C and C++. */
 #ifdef __cplusplus
 #define INACCEL_SHIM_CAST(type, value) static_cast<type>(value)
 #define INACCEL_SHIM_REINTERPRET_CAST(type, value) reinterpret_cast<type>(value)
+#define INACCEL_SHIM_NULL nullptr
 #else
 #define INACCEL_SHIM_CAST(type, value) ((type)(value))
 #define INACCEL_SHIM_REINTERPRET_CAST(type, value) ((type)(value))
+#define INACCEL_SHIM_NULL NULL
 #endif
 
 #if defined(__GNUC__)
@@ -180,9 +183,9 @@ struct _inaccel_response {
 static inline char* inaccel_shim_strdup(const char* text) {
   size_t size = strlen(text) + 1;
   char* copy = INACCEL_SHIM_CAST(char*, malloc(size));
-  if (copy == NULL) {
+  if (copy == INACCEL_SHIM_NULL) {
     errno = ENOMEM;
-    return NULL;
+    return INACCEL_SHIM_NULL;
   }
   memcpy(copy, text, size);
   return copy;
@@ -211,12 +214,11 @@ static inline int inaccel_shim_reserve(inaccel_request request, unsigned index) 
   while (capacity <= index) capacity *= 2;
   arguments = INACCEL_SHIM_CAST(struct inaccel_shim_argument*,
                                 realloc(request->arguments, capacity * sizeof(*arguments)));
-  if (arguments == NULL) {
+  if (arguments == INACCEL_SHIM_NULL) {
     errno = ENOMEM;
     return -1;
   }
-  memset(arguments + request->capacity, 0,
-         (capacity - request->capacity) * sizeof(*arguments));
+  memset(arguments + request->capacity, 0, (capacity - request->capacity) * sizeof(*arguments));
   request->arguments = arguments;
   request->capacity = capacity;
   return 0;
@@ -229,14 +231,16 @@ static inline void inaccel_shim_record(inaccel_request request, unsigned index,
   if (index >= request->count) request->count = index + 1;
 }
 
-/* Sends a by-value argument too large to travel inline as a private shared-memory copy. */
+/* Sends `size` bytes at `value` by value, as a private shared-memory copy passed as an array: for
+ * scalars too large to travel inline, and for the C++ shim's by-value vectors. Same contract as
+ * inaccel_request_arg_scalar, except that `size` and `value` are not checked. */
 static inline int inaccel_shim_arg_copy(inaccel_request request, size_t size, const void* value,
                                         unsigned index) {
   struct inaccel_shim_argument argument;
   unsigned char* copy;
   if (inaccel_shim_reserve(request, index) != 0) return -1;
   copy = INACCEL_SHIM_CAST(unsigned char*, atoll_alloc(size));
-  if (copy == NULL) return -1;
+  if (copy == INACCEL_SHIM_NULL) return -1;
   memcpy(copy, value, size);
   if (atoll_request_arg_array(request->handle, size, copy, index) != ATOLL_OK) {
     int saved = errno;
@@ -257,7 +261,7 @@ static inline int inaccel_request_arg_array(inaccel_request request, size_t size
                                             unsigned index) {
   struct inaccel_shim_argument argument;
   atoll_status_code status;
-  if (request == NULL || size == 0) {
+  if (request == INACCEL_SHIM_NULL || size == 0) {
     errno = EINVAL;
     return -1;
   }
@@ -277,18 +281,20 @@ static inline int inaccel_request_arg_array(inaccel_request request, size_t size
   return 0;
 }
 
-static inline int inaccel_request_arg_scalar(inaccel_request request, size_t size, const void* value,
-                                             unsigned index) {
+static inline int inaccel_request_arg_scalar(inaccel_request request, size_t size,
+                                             const void* value, unsigned index) {
   struct inaccel_shim_argument argument;
   unsigned char* copy;
-  if (request == NULL || size == 0 || value == NULL) {
+  if (request == INACCEL_SHIM_NULL || size == 0 || value == INACCEL_SHIM_NULL) {
     errno = EINVAL;
     return -1;
   }
-  if (size > INACCEL_SHIM_MAX_INLINE_SCALAR) return inaccel_shim_arg_copy(request, size, value, index);
+  if (size > INACCEL_SHIM_MAX_INLINE_SCALAR) {
+    return inaccel_shim_arg_copy(request, size, value, index);
+  }
   if (inaccel_shim_reserve(request, index) != 0) return -1;
   copy = INACCEL_SHIM_CAST(unsigned char*, malloc(size));
-  if (copy == NULL) {
+  if (copy == INACCEL_SHIM_NULL) {
     errno = ENOMEM;
     return -1;
   }
@@ -309,34 +315,34 @@ static inline int inaccel_request_arg_scalar(inaccel_request request, size_t siz
 
 static inline inaccel_request inaccel_request_create(const char* accelerator) {
   inaccel_request request;
-  if (accelerator == NULL) {
+  if (accelerator == INACCEL_SHIM_NULL) {
     errno = EINVAL;
-    return NULL;
+    return INACCEL_SHIM_NULL;
   }
   request = INACCEL_SHIM_CAST(inaccel_request, calloc(1, sizeof(*request)));
-  if (request == NULL) {
+  if (request == INACCEL_SHIM_NULL) {
     errno = ENOMEM;
-    return NULL;
+    return INACCEL_SHIM_NULL;
   }
   request->accelerator = inaccel_shim_strdup(accelerator);
-  if (request->accelerator == NULL) {
+  if (request->accelerator == INACCEL_SHIM_NULL) {
     free(request);
-    return NULL;
+    return INACCEL_SHIM_NULL;
   }
   request->handle = atoll_request_create(accelerator);
-  if (request->handle == NULL) {
+  if (request->handle == INACCEL_SHIM_NULL) {
     int saved = errno;
     free(request->accelerator);
     free(request);
     errno = saved;
-    return NULL;
+    return INACCEL_SHIM_NULL;
   }
   return request;
 }
 
 static inline void inaccel_request_release(inaccel_request request) {
   unsigned index;
-  if (request == NULL) return;
+  if (request == INACCEL_SHIM_NULL) return;
   atoll_request_release(request->handle);
   for (index = 0; index < request->count; ++index) {
     inaccel_shim_argument_clear(&request->arguments[index]);
@@ -346,7 +352,7 @@ static inline void inaccel_request_release(inaccel_request request) {
   free(request);
 }
 
-/* Formats into a FILE or, like snprintf, into a sized buffer, counting what the whole text needs. */
+/* Formats into a FILE, or like snprintf into a sized buffer, counting the length of the text. */
 struct inaccel_shim_writer {
   FILE* stream; /* NULL: write into s. */
   char* s;
@@ -360,12 +366,12 @@ static inline INACCEL_SHIM_PRINTF(2, 3) void inaccel_shim_print(struct inaccel_s
   va_list args;
   int written;
   va_start(args, format);
-  if (writer->stream != NULL) {
+  if (writer->stream != INACCEL_SHIM_NULL) {
     written = vfprintf(writer->stream, format, args);
   } else if (writer->length < writer->n) {
     written = vsnprintf(writer->s + writer->length, writer->n - writer->length, format, args);
   } else {
-    written = vsnprintf(NULL, 0, format, args);
+    written = vsnprintf(INACCEL_SHIM_NULL, 0, format, args);
   }
   va_end(args);
   if (written < 0) {
@@ -400,7 +406,8 @@ static inline void inaccel_shim_print_request(struct inaccel_shim_writer* writer
     switch (argument->kind) {
       case INACCEL_SHIM_ARRAY:
         inaccel_shim_print(writer, "\n- array:\n    address: 0x%" PRIXPTR "\n    size: %zu",
-                           INACCEL_SHIM_REINTERPRET_CAST(uintptr_t, argument->address), argument->size);
+                           INACCEL_SHIM_REINTERPRET_CAST(uintptr_t, argument->address),
+                           argument->size);
         break;
       case INACCEL_SHIM_SCALAR:
         inaccel_shim_print(writer, "\n- scalar:\n    bytes: 0x");
@@ -425,7 +432,7 @@ static inline void inaccel_shim_print_request(struct inaccel_shim_writer* writer
 
 static inline int inaccel_request_fprint(FILE* stream, const inaccel_request request) {
   struct inaccel_shim_writer writer;
-  if (stream == NULL || request == NULL) {
+  if (stream == INACCEL_SHIM_NULL || request == INACCEL_SHIM_NULL) {
     errno = EINVAL;
     return -1;
   }
@@ -437,7 +444,7 @@ static inline int inaccel_request_fprint(FILE* stream, const inaccel_request req
 
 static inline int inaccel_request_snprint(char* s, size_t n, const inaccel_request request) {
   struct inaccel_shim_writer writer;
-  if (request == NULL || (s == NULL && n != 0)) {
+  if (request == INACCEL_SHIM_NULL || (s == INACCEL_SHIM_NULL && n != 0)) {
     errno = EINVAL;
     return -1;
   }
@@ -450,13 +457,13 @@ static inline int inaccel_request_snprint(char* s, size_t n, const inaccel_reque
 
 static inline inaccel_response inaccel_response_create(void) {
   inaccel_response response = INACCEL_SHIM_CAST(inaccel_response, calloc(1, sizeof(*response)));
-  if (response == NULL) errno = ENOMEM;
+  if (response == INACCEL_SHIM_NULL) errno = ENOMEM;
   return response;
 }
 
 static inline void inaccel_response_release(inaccel_response response) {
-  if (response == NULL) return;
-  atoll_response_release(response->handle);
+  if (response == INACCEL_SHIM_NULL) return;
+  if (response->handle != INACCEL_SHIM_NULL) atoll_response_release(response->handle);
   free(response->reason);
   free(response);
 }
@@ -468,7 +475,7 @@ static inline int inaccel_shim_complete(inaccel_response response, atoll_status_
 }
 
 static inline int inaccel_response_wait(inaccel_response response) {
-  if (response == NULL || response->state == INACCEL_SHIM_CREATED) {
+  if (response == INACCEL_SHIM_NULL || response->state == INACCEL_SHIM_CREATED) {
     errno = EINVAL;
     return -1;
   }
@@ -483,7 +490,7 @@ static inline int inaccel_response_wait_for(inaccel_response response, time_t se
   const time_t kForever = INACCEL_SHIM_CAST(time_t, 1) << 30;
   atoll_status_code status;
   uint64_t timeout_ms;
-  if (response == NULL || response->state == INACCEL_SHIM_CREATED || nsec < 0 ||
+  if (response == INACCEL_SHIM_NULL || response->state == INACCEL_SHIM_CREATED || nsec < 0 ||
       nsec > 999999999L) {
     errno = EINVAL;
     return -1;
@@ -514,7 +521,8 @@ static inline int inaccel_response_wait_for(inaccel_response response, time_t se
 
 static inline int inaccel_submit(inaccel_request request, inaccel_response response) {
   atoll_status_code status;
-  if (request == NULL || response == NULL || response->state != INACCEL_SHIM_CREATED) {
+  if (request == INACCEL_SHIM_NULL || response == INACCEL_SHIM_NULL ||
+      response->state != INACCEL_SHIM_CREATED) {
     errno = EINVAL;
     return -1;
   }
@@ -524,7 +532,7 @@ static inline int inaccel_submit(inaccel_request request, inaccel_response respo
     return 0;
   }
   /* Coral learnt of an undeliverable request only from its response; keep that contract. */
-  response->handle = NULL;
+  response->handle = INACCEL_SHIM_NULL;
   response->reason = inaccel_shim_strdup(atoll_last_error());
   inaccel_shim_complete(response, status);
   return 0;
@@ -532,19 +540,32 @@ static inline int inaccel_submit(inaccel_request request, inaccel_response respo
 
 /* Coral's words for each status code, indexed by the code. */
 static inline const char* inaccel_shim_status_text(int status) {
-  static const char* const kText[] = {
-      "Ok",        "Cancelled",          "Unknown",           "Invalid argument",
-      "Deadline exceeded", "Not found",  "Already exists",    "Permission denied",
-      "Resource exhausted", "Failed precondition", "Aborted", "Out of range",
-      "Unimplemented", "Internal",       "Unavailable",       "Data loss",
-      "Unauthenticated"};
-  if (status < 0 || INACCEL_SHIM_CAST(size_t, status) >= sizeof(kText) / sizeof(kText[0])) return "Unknown";
+  static const char* const kText[] = {"Ok",
+                                      "Cancelled",
+                                      "Unknown",
+                                      "Invalid argument",
+                                      "Deadline exceeded",
+                                      "Not found",
+                                      "Already exists",
+                                      "Permission denied",
+                                      "Resource exhausted",
+                                      "Failed precondition",
+                                      "Aborted",
+                                      "Out of range",
+                                      "Unimplemented",
+                                      "Internal",
+                                      "Unavailable",
+                                      "Data loss",
+                                      "Unauthenticated"};
+  if (status < 0 || INACCEL_SHIM_CAST(size_t, status) >= sizeof(kText) / sizeof(kText[0])) {
+    return "Unknown";
+  }
   return kText[status];
 }
 
 static inline void inaccel_shim_print_response(struct inaccel_shim_writer* writer,
                                                inaccel_response response) {
-  const char* reason = NULL;
+  const char* reason = INACCEL_SHIM_NULL;
   int status = 0;
   /* A request that finished without anyone waiting still shows its real status. */
   if (response->state == INACCEL_SHIM_SUBMITTED && atoll_response_done(response->handle)) {
@@ -552,16 +573,16 @@ static inline void inaccel_shim_print_response(struct inaccel_shim_writer* write
   }
   if (response->state == INACCEL_SHIM_COMPLETED) {
     status = response->status;
-    reason = response->handle != NULL ? atoll_response_message(response->handle)
-                                      : response->reason;
+    reason = response->handle != INACCEL_SHIM_NULL ? atoll_response_message(response->handle)
+                                                   : response->reason;
   }
   inaccel_shim_print(writer, "%s", inaccel_shim_status_text(status));
-  if (reason != NULL && reason[0] != '\0') inaccel_shim_print(writer, ": %s", reason);
+  if (reason != INACCEL_SHIM_NULL && reason[0] != '\0') inaccel_shim_print(writer, ": %s", reason);
 }
 
 static inline int inaccel_response_fprint(FILE* stream, const inaccel_response response) {
   struct inaccel_shim_writer writer;
-  if (stream == NULL || response == NULL) {
+  if (stream == INACCEL_SHIM_NULL || response == INACCEL_SHIM_NULL) {
     errno = EINVAL;
     return -1;
   }
@@ -573,7 +594,7 @@ static inline int inaccel_response_fprint(FILE* stream, const inaccel_response r
 
 static inline int inaccel_response_snprint(char* s, size_t n, const inaccel_response response) {
   struct inaccel_shim_writer writer;
-  if (response == NULL || (s == NULL && n != 0)) {
+  if (response == INACCEL_SHIM_NULL || (s == INACCEL_SHIM_NULL && n != 0)) {
     errno = EINVAL;
     return -1;
   }

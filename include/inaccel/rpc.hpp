@@ -11,9 +11,10 @@
 //  - arg(value) sets the next argument: a counter that starts at 0 and only arg()/arg_array()/
 //    arg_scalar() without an index advance; the overloads with an index take it as their LAST
 //    parameter and leave the counter alone.
-//  - An inaccel::vector (or a range of one, or arg_array(first, last) over inaccel memory) is passed
-//    in place; anything else is passed by value: a trivially copyable value as its bytes, a
-//    std::vector as a copy of its elements taken when arg() is called.
+//  - An inaccel::vector (or a range of one, or arg_array(first, last) over inaccel memory) is
+//    passed in place; anything else is passed by value, copied when arg() is called: a
+//    std::vector as its elements, any other value as its sizeof(T) bytes (so it should be
+//    trivially copyable; like Coral, the shim does not check).
 //  - Setting an argument that cannot be set throws std::runtime_error(strerror(errno)): for memory
 //    that is not from inaccel_alloc, "Cannot assign requested address" (EADDRNOTAVAIL).
 //  - submit() returns a deferred std::future, as Coral's does: get() and wait() block until the
@@ -223,8 +224,7 @@ namespace detail {
 struct response_release {
   void operator()(inaccel_response response) const noexcept { inaccel_response_release(response); }
 };
-typedef std::unique_ptr<std::remove_pointer<inaccel_response>::type, response_release>
-    response_ptr;
+typedef std::unique_ptr<std::remove_pointer<inaccel_response>::type, response_release> response_ptr;
 
 // What get() runs: owns the response, so it is released whether or not anyone waits.
 inline void wait(response_ptr response) {

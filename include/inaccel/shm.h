@@ -10,9 +10,9 @@
  * Differences from Coral, all within what Coral documents:
  *  - inaccel_alloc(0) returns a minimal buffer instead of NULL; as in Coral, it must not be
  *    dereferenced.
- *  - Buffers are never write-protected while a request runs. Coral made the host block on writes to
- *    a buffer in flight; with Atoll, writing to an argument before the response completes races with
- *    the accelerator, so wait for the response first.
+ *  - Buffers are never write-protected while a request runs. Coral made the host block on writes
+ *    to a buffer in flight; with Atoll, writing to an argument before the response completes
+ *    races with the accelerator, so wait for the response first.
  */
 #ifndef INACCEL_SHM_H /* Coral's guard name, so code that tests for it still sees the header. */
 #define INACCEL_SHM_H

@@ -1,8 +1,8 @@
 // Coral-compatible shared memory for C++: inaccel::allocator, inaccel::vector and, from C++17,
 // inaccel::pmr::resource().
 //
-//   inaccel::vector<float> a(n);                                    // memory accelerators use in place
-//   std::pmr::vector<float> b(n, inaccel::pmr::resource());         // the same, through std::pmr
+//   inaccel::vector<float> a(n);                             // accelerators use it in place
+//   std::pmr::vector<float> b(n, inaccel::pmr::resource());  // the same, through std::pmr
 //
 // Programs written for InAccel's Coral API include this header (usually through <inaccel/coral>)
 // and build unchanged against Atoll, from C++11 on. All memory comes from atoll_alloc.

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <functional>
 
-namespace atoll::backend {
+namespace atl::backend {
 
 namespace {
 
@@ -161,4 +161,4 @@ std::vector<std::unique_ptr<Plugin>> LoadPlugins(
   return plugins;
 }
 
-}  // namespace atoll::backend
+}  // namespace atl::backend

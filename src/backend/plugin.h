@@ -12,7 +12,7 @@
 #include "atoll/backend.h"
 #include "common/status.h"
 
-namespace atoll::backend {
+namespace atl::backend {
 
 class Plugin {
  public:
@@ -56,4 +56,4 @@ std::vector<std::unique_ptr<Plugin>> LoadPlugins(
     const std::function<std::string(const std::string& file_stem)>& config_for,
     std::vector<std::string>* problems);
 
-}  // namespace atoll::backend
+}  // namespace atl::backend

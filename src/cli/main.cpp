@@ -25,18 +25,18 @@ std::string DefaultRepository() {
   return (env != nullptr && env[0] != '\0') ? env : "/var/lib/atoll/repository";
 }
 
-int Fail(const atoll::Status& status) {
+int Fail(const atl::Status& status) {
   std::cerr << "atoll: " << status.message() << "\n";
-  return status.code() == atoll::Code::kUnavailable ? 3 : 1;
+  return status.code() == atl::Code::kUnavailable ? 3 : 1;
 }
 
-atoll::StatusOr<json> QueryDaemon(int kind) {
-  auto text = atoll::client::Connection::Default().Query(kind, 10000);
+atl::StatusOr<json> QueryDaemon(int kind) {
+  auto text = atl::client::Connection::Default().Query(kind, 10000);
   if (!text.ok()) return text.status();
   try {
     return json::parse(*text);
   } catch (const json::exception& e) {
-    return atoll::InternalError(std::string("the daemon's answer is not JSON: ") + e.what());
+    return atl::InternalError(std::string("the daemon's answer is not JSON: ") + e.what());
   }
 }
 
@@ -52,7 +52,7 @@ std::string Signature(const json& accelerator) {
   return s + ")";
 }
 
-json EntriesToJson(const std::vector<atoll::repository::Entry>& entries) {
+json EntriesToJson(const std::vector<atl::repository::Entry>& entries) {
   json out = json::array();
   for (const auto& e : entries) {
     const auto& m = e.manifest;
@@ -60,9 +60,9 @@ json EntriesToJson(const std::vector<atoll::repository::Entry>& entries) {
       json args = json::array();
       for (const auto& a : k.arguments) {
         json arg{{"name", a.name}, {"type", a.type}};
-        if (a.kind == atoll::repository::ArgKind::kArray) {
-          arg["access"] = a.access == atoll::repository::Access::kRead    ? "r"
-                          : a.access == atoll::repository::Access::kWrite ? "w"
+        if (a.kind == atl::repository::ArgKind::kArray) {
+          arg["access"] = a.access == atl::repository::Access::kRead    ? "r"
+                          : a.access == atl::repository::Access::kWrite ? "w"
                                                                           : "rw";
           if (!a.length.empty()) arg["length"] = a.length;
         }
@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  atoll::repository::Repository repo(repository);
+  atl::repository::Repository repo(repository);
   if (*install) {
     int rc = 0;
     for (const auto& path : install_paths) {
@@ -217,7 +217,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*devices) {
-    auto all = QueryDaemon(atoll::wire::Query::KIND_DEVICES);
+    auto all = QueryDaemon(atl::wire::Query::KIND_DEVICES);
     if (!all.ok()) return Fail(all.status());
     if (devices_json) {
       std::cout << all->dump(2) << "\n";
@@ -245,7 +245,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*status) {
-    auto s = QueryDaemon(atoll::wire::Query::KIND_STATUS);
+    auto s = QueryDaemon(atl::wire::Query::KIND_STATUS);
     if (!s.ok()) return Fail(s.status());
     if (status_json) {
       std::cout << s->dump(2) << "\n";
@@ -265,7 +265,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*run) {
-    auto all = QueryDaemon(atoll::wire::Query::KIND_ACCELERATORS);
+    auto all = QueryDaemon(atl::wire::Query::KIND_ACCELERATORS);
     if (!all.ok()) return Fail(all.status());
     const json* signature = nullptr;
     for (const auto& a : *all) {
@@ -275,11 +275,11 @@ int main(int argc, char** argv) {
     }
     if (signature == nullptr) {
       // Let the daemon produce its error with suggestions.
-      return Fail(atoll::cli::Run(run_accelerator, {}, run_timeout_ms, false));
+      return Fail(atl::cli::Run(run_accelerator, {}, run_timeout_ms, false));
     }
-    auto parsed = atoll::cli::ParseRunArguments(*signature, run_args);
+    auto parsed = atl::cli::ParseRunArguments(*signature, run_args);
     if (!parsed.ok()) return Fail(parsed.status());
-    atoll::Status result = atoll::cli::Run(run_accelerator, *parsed, run_timeout_ms, !run_quiet);
+    atl::Status result = atl::cli::Run(run_accelerator, *parsed, run_timeout_ms, !run_quiet);
     if (!result.ok()) return Fail(result);
     return 0;
   }

@@ -13,7 +13,7 @@
 #include "atoll/atoll.h"
 #include "repository/manifest.h"
 
-namespace atoll::cli {
+namespace atl::cli {
 
 namespace {
 
@@ -268,4 +268,4 @@ Status Run(const std::string& accelerator, const std::vector<RunArgument>& args,
   return OkStatus();
 }
 
-}  // namespace atoll::cli
+}  // namespace atl::cli

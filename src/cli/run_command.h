@@ -9,7 +9,7 @@
 
 #include "common/status.h"
 
-namespace atoll::cli {
+namespace atl::cli {
 
 // One argument as the command line gives it, resolved against the signature.
 struct RunArgument {
@@ -32,4 +32,4 @@ StatusOr<std::vector<RunArgument>> ParseRunArguments(const nlohmann::json& signa
 Status Run(const std::string& accelerator, const std::vector<RunArgument>& args,
            uint64_t timeout_ms, bool verbose);
 
-}  // namespace atoll::cli
+}  // namespace atl::cli

@@ -7,9 +7,10 @@
 #include <atomic>
 #include <cerrno>
 #include <map>
+#include <mutex>
 #include <shared_mutex>
 
-namespace atoll::client {
+namespace atl::client {
 
 namespace {
 
@@ -116,4 +117,4 @@ StatusOr<BufferRange> FindRange(const void* data, size_t size_bytes) {
   return BufferRange{buffer, offset};
 }
 
-}  // namespace atoll::client
+}  // namespace atl::client

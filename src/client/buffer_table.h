@@ -8,7 +8,7 @@
 
 #include "common/status.h"
 
-namespace atoll::client {
+namespace atl::client {
 
 struct Buffer {
   uint64_t id = 0;  // unique in this process, never reused
@@ -40,4 +40,4 @@ StatusOr<std::shared_ptr<const Buffer>> FindBufferAt(const void* base);
 // pointer is outside every buffer or the range runs past its buffer's end.
 StatusOr<BufferRange> FindRange(const void* data, size_t size_bytes);
 
-}  // namespace atoll::client
+}  // namespace atl::client

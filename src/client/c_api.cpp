@@ -13,8 +13,8 @@
 #include "client/handles.h"
 #include "client/request.h"
 
-using atoll::Code;
-using atoll::Status;
+using atl::Code;
+using atl::Status;
 
 namespace {
 
@@ -22,7 +22,7 @@ thread_local std::string last_error;
 
 atoll_status_code Fail(const Status& status) {
   last_error = status.message();
-  errno = atoll::CodeToErrno(status.code());
+  errno = atl::CodeToErrno(status.code());
   return static_cast<atoll_status_code>(status.code());
 }
 
@@ -36,9 +36,9 @@ atoll_status_code Guard(F&& f) {
   try {
     return f();
   } catch (const std::bad_alloc&) {
-    return Fail(atoll::ResourceExhaustedError("out of memory"));
+    return Fail(atl::ResourceExhaustedError("out of memory"));
   } catch (const std::exception& e) {
-    return Fail(atoll::InternalError(e.what()));
+    return Fail(atl::InternalError(e.what()));
   }
 }
 
@@ -47,14 +47,14 @@ atoll_status_code Guard(F&& f) {
 extern "C" {
 
 const char* atoll_status_name(atoll_status_code code) {
-  return atoll::CodeName(static_cast<Code>(code));
+  return atl::CodeName(static_cast<Code>(code));
 }
 
 const char* atoll_last_error(void) { return last_error.c_str(); }
 
 void* atoll_alloc(size_t size_bytes) {
   try {
-    auto buffer = atoll::client::AllocateBuffer(size_bytes);
+    auto buffer = atl::client::AllocateBuffer(size_bytes);
     if (!buffer.ok()) {
       Fail(buffer.status());
       return nullptr;
@@ -62,7 +62,7 @@ void* atoll_alloc(size_t size_bytes) {
     Succeed();
     return (*buffer)->base;
   } catch (const std::bad_alloc&) {
-    Fail(atoll::ResourceExhaustedError("out of memory"));
+    Fail(atl::ResourceExhaustedError("out of memory"));
     return nullptr;
   }
 }
@@ -70,8 +70,8 @@ void* atoll_alloc(size_t size_bytes) {
 void atoll_free(void* ptr) {
   if (ptr == nullptr) return;
   int saved = errno;
-  auto buffer = atoll::client::ReleaseBuffer(ptr);
-  if (buffer.ok()) atoll::client::Connection::Default().ForgetBuffer((*buffer)->id);
+  auto buffer = atl::client::ReleaseBuffer(ptr);
+  if (buffer.ok()) atl::client::Connection::Default().ForgetBuffer((*buffer)->id);
   errno = saved;
 }
 
@@ -81,9 +81,9 @@ void* atoll_realloc(void* ptr, size_t size_bytes) {
     atoll_free(ptr);
     return nullptr;
   }
-  auto old = atoll::client::FindBufferAt(ptr);
+  auto old = atl::client::FindBufferAt(ptr);
   if (!old.ok()) {
-    Fail(atoll::InvalidArgumentError("atoll_realloc: " + old.status().message()));
+    Fail(atl::InvalidArgumentError("atoll_realloc: " + old.status().message()));
     return nullptr;
   }
   // The daemon may hold the old mapping for requests in flight, so the memory is never moved in
@@ -97,21 +97,21 @@ void* atoll_realloc(void* ptr, size_t size_bytes) {
 
 atoll_request atoll_request_create(const char* accelerator) {
   if (accelerator == nullptr || accelerator[0] == '\0') {
-    Fail(atoll::InvalidArgumentError("accelerator id is empty: name one, e.g. \"vector.addition\""));
+    Fail(atl::InvalidArgumentError("accelerator id is empty: name one, e.g. \"vector.addition\""));
     return nullptr;
   }
   try {
     Succeed();
-    return new atoll_request_s{atoll::client::Request(accelerator)};
+    return new atoll_request_s{atl::client::Request(accelerator)};
   } catch (const std::bad_alloc&) {
-    Fail(atoll::ResourceExhaustedError("out of memory"));
+    Fail(atl::ResourceExhaustedError("out of memory"));
     return nullptr;
   }
 }
 
 atoll_status_code atoll_request_arg_array(atoll_request request, size_t size_bytes,
                                           const void* value, uint32_t index) {
-  if (request == nullptr) return Fail(atoll::InvalidArgumentError("request is NULL"));
+  if (request == nullptr) return Fail(atl::InvalidArgumentError("request is NULL"));
   return Guard([&] {
     Status s = request->request.SetArray(index, value, size_bytes);
     return s.ok() ? Succeed() : Fail(s);
@@ -120,7 +120,7 @@ atoll_status_code atoll_request_arg_array(atoll_request request, size_t size_byt
 
 atoll_status_code atoll_request_arg_scalar(atoll_request request, size_t size_bytes,
                                            const void* value, uint32_t index) {
-  if (request == nullptr) return Fail(atoll::InvalidArgumentError("request is NULL"));
+  if (request == nullptr) return Fail(atl::InvalidArgumentError("request is NULL"));
   return Guard([&] {
     Status s = request->request.SetScalar(index, value, size_bytes);
     return s.ok() ? Succeed() : Fail(s);
@@ -128,9 +128,9 @@ atoll_status_code atoll_request_arg_scalar(atoll_request request, size_t size_by
 }
 
 atoll_status_code atoll_request_set_timeout(atoll_request request, uint64_t timeout_ms) {
-  if (request == nullptr) return Fail(atoll::InvalidArgumentError("request is NULL"));
+  if (request == nullptr) return Fail(atl::InvalidArgumentError("request is NULL"));
   if (timeout_ms > UINT64_MAX / 1000) {
-    return Fail(atoll::InvalidArgumentError("timeout of " + std::to_string(timeout_ms) +
+    return Fail(atl::InvalidArgumentError("timeout of " + std::to_string(timeout_ms) +
                                             " ms is too large"));
   }
   request->request.set_timeout_us(timeout_ms * 1000);
@@ -139,7 +139,7 @@ atoll_status_code atoll_request_set_timeout(atoll_request request, uint64_t time
 
 int atoll_request_snprint(char* str, size_t size, atoll_request request) {
   if (request == nullptr) {
-    Fail(atoll::InvalidArgumentError("request is NULL"));
+    Fail(atl::InvalidArgumentError("request is NULL"));
     return -1;
   }
   try {
@@ -152,7 +152,7 @@ int atoll_request_snprint(char* str, size_t size, atoll_request request) {
     Succeed();
     return static_cast<int>(text.size());
   } catch (const std::bad_alloc&) {
-    Fail(atoll::ResourceExhaustedError("out of memory"));
+    Fail(atl::ResourceExhaustedError("out of memory"));
     return -1;
   }
 }
@@ -161,7 +161,7 @@ void atoll_request_release(atoll_request request) { delete request; }
 
 atoll_status_code atoll_submit(atoll_request request, atoll_response* response) {
   if (request == nullptr || response == nullptr) {
-    return Fail(atoll::InvalidArgumentError("request or response pointer is NULL"));
+    return Fail(atl::InvalidArgumentError("request or response pointer is NULL"));
   }
   return Guard([&] {
     auto state = request->request.Submit(false, nullptr);
@@ -175,18 +175,18 @@ static atoll_status_code Finished(atoll_response response) {
   const Status& s = response->state->status();
   if (s.ok()) return Succeed();
   last_error = s.message();
-  errno = atoll::CodeToErrno(s.code());
+  errno = atl::CodeToErrno(s.code());
   return static_cast<atoll_status_code>(s.code());
 }
 
 atoll_status_code atoll_response_wait(atoll_response response) {
-  if (response == nullptr) return Fail(atoll::InvalidArgumentError("response is NULL"));
+  if (response == nullptr) return Fail(atl::InvalidArgumentError("response is NULL"));
   response->state->Wait();
   return Finished(response);
 }
 
 atoll_status_code atoll_response_wait_for(atoll_response response, uint64_t timeout_ms) {
-  if (response == nullptr) return Fail(atoll::InvalidArgumentError("response is NULL"));
+  if (response == nullptr) return Fail(atl::InvalidArgumentError("response is NULL"));
   if (!response->state->WaitFor(timeout_ms)) {
     last_error = "the request did not complete within " + std::to_string(timeout_ms) + " ms";
     errno = ETIMEDOUT;
@@ -196,8 +196,8 @@ atoll_status_code atoll_response_wait_for(atoll_response response, uint64_t time
 }
 
 atoll_status_code atoll_response_cancel(atoll_response response) {
-  if (response == nullptr) return Fail(atoll::InvalidArgumentError("response is NULL"));
-  atoll::client::Connection::Default().Cancel(response->state->request_id);
+  if (response == nullptr) return Fail(atl::InvalidArgumentError("response is NULL"));
+  atl::client::Connection::Default().Cancel(response->state->request_id);
   return Succeed();
 }
 

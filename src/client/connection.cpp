@@ -16,7 +16,7 @@
 #include "atoll/atoll.hpp"
 #include "ipc/socket.h"
 
-namespace atoll::client {
+namespace atl::client {
 
 void ResponseState::Complete(Status status, std::string payload) {
   std::optional<std::promise<void>> promise;
@@ -303,4 +303,4 @@ void Connection::ForgetBuffer(uint64_t buffer_id) {
   (void)ipc::SendPacket(live_->socket.get(), message.SerializeAsString());
 }
 
-}  // namespace atoll::client
+}  // namespace atl::client

@@ -16,7 +16,7 @@
 #include "client/buffer_table.h"
 #include "common/status.h"
 
-namespace atoll::client {
+namespace atl::client {
 
 // Completion of one submitted request or query, shared by the caller and the reader thread.
 class ResponseState {
@@ -88,4 +88,4 @@ class Connection {
   std::shared_ptr<Live> live_;  // GUARDED_BY(send_mutex_); null when disconnected
 };
 
-}  // namespace atoll::client
+}  // namespace atl::client

@@ -8,9 +8,9 @@
 #include "client/request.h"
 
 struct atoll_request_s {
-  atoll::client::Request request;
+  atl::client::Request request;
 };
 
 struct atoll_response_s {
-  std::shared_ptr<atoll::client::ResponseState> state;
+  std::shared_ptr<atl::client::ResponseState> state;
 };

@@ -1,6 +1,6 @@
 #include "client/request.h"
 
-namespace atoll::client {
+namespace atl::client {
 
 uint32_t Request::NextIndex() const { return args_.empty() ? 0 : args_.rbegin()->first + 1; }
 
@@ -88,4 +88,4 @@ std::string Request::Describe() const {
   return out + ")";
 }
 
-}  // namespace atoll::client
+}  // namespace atl::client

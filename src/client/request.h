@@ -10,7 +10,7 @@
 #include "client/connection.h"
 #include "common/status.h"
 
-namespace atoll::client {
+namespace atl::client {
 
 // Scalars larger than this must travel in a buffer.
 inline constexpr size_t kMaxScalarBytes = 4096;
@@ -47,4 +47,4 @@ class Request {
   uint64_t timeout_us_ = 0;
 };
 
-}  // namespace atoll::client
+}  // namespace atl::client

@@ -3,7 +3,7 @@
 #include <cerrno>
 #include <cstring>
 
-namespace atoll {
+namespace atl {
 
 namespace {
 constexpr const char* kNames[] = {
@@ -73,4 +73,4 @@ Status ErrnoError(const std::string& what, int errno_value) {
   return Status(code, what + ": " + std::strerror(errno_value));
 }
 
-}  // namespace atoll
+}  // namespace atl

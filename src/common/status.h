@@ -10,7 +10,7 @@
 
 #include "atoll/atoll.h"
 
-namespace atoll {
+namespace atl {
 
 enum class Code : int {
   kOk = ATOLL_OK,
@@ -97,11 +97,11 @@ class [[nodiscard]] StatusOr {
   std::optional<T> value_;
 };
 
-}  // namespace atoll
+}  // namespace atl
 
 #define ATOLL_RETURN_IF_ERROR(expr)      \
   do {                                   \
-    ::atoll::Status status__ = (expr);   \
+    ::atl::Status status__ = (expr);   \
     if (!status__.ok()) return status__; \
   } while (0)
 

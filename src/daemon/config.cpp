@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-namespace atoll::daemon {
+namespace atl::daemon {
 
 namespace {
 
@@ -142,4 +142,4 @@ std::string ConfigToJson(const Config& c) {
   return j.dump(2);
 }
 
-}  // namespace atoll::daemon
+}  // namespace atl::daemon

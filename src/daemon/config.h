@@ -12,7 +12,7 @@
 
 #include "common/status.h"
 
-namespace atoll::daemon {
+namespace atl::daemon {
 
 struct Config {
   std::string socket;             // "" = $ATOLL_SOCKET or ATOLL_DEFAULT_SOCKET
@@ -39,4 +39,4 @@ StatusOr<Config> LoadConfig(const std::filesystem::path& path);
 // The configuration as JSON, every field shown (for --print-config).
 std::string ConfigToJson(const Config& config);
 
-}  // namespace atoll::daemon
+}  // namespace atl::daemon

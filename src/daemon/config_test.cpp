@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-namespace atoll::daemon {
+namespace atl::daemon {
 namespace {
 
 TEST(Config, EmptyObjectGivesDefaults) {
@@ -76,4 +76,4 @@ TEST(Config, RoundTripsThroughJson) {
 }
 
 }  // namespace
-}  // namespace atoll::daemon
+}  // namespace atl::daemon

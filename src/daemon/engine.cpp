@@ -8,7 +8,7 @@
 
 #include "repository/signature.h"
 
-namespace atoll::daemon {
+namespace atl::daemon {
 
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
@@ -558,4 +558,4 @@ std::string Engine::StatusJson(size_t sessions) const {
   return out.dump();
 }
 
-}  // namespace atoll::daemon
+}  // namespace atl::daemon

@@ -24,7 +24,7 @@
 #include "repository/repository.h"
 #include "scheduler/scheduler.h"
 
-namespace atoll::daemon {
+namespace atl::daemon {
 
 struct EngineLimits {
   uint32_t max_requests_per_connection = 65536;
@@ -98,4 +98,4 @@ class Engine {
   std::atomic<uint64_t> completed_{0}, failed_{0}, rejected_{0};
 };
 
-}  // namespace atoll::daemon
+}  // namespace atl::daemon

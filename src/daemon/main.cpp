@@ -17,7 +17,7 @@
 namespace {
 
 namespace fs = std::filesystem;
-using atoll::daemon::Config;
+using atl::daemon::Config;
 
 fs::path ExecutableDir() {
   std::error_code ec;
@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
     config_path = "/etc/atoll/atolld.json";
   }
   if (!config_path.empty()) {
-    auto loaded = atoll::daemon::LoadConfig(config_path);
+    auto loaded = atl::daemon::LoadConfig(config_path);
     if (!loaded.ok()) {
       std::cerr << "atolld: " << loaded.status().message() << "\n";
       return 2;
@@ -131,17 +131,18 @@ int main(int argc, char** argv) {
   if (!log_level.empty()) config.log_level = log_level;
 
   if (print_config) {
-    std::cout << atoll::daemon::ConfigToJson(config) << "\n";
+    std::cout << atl::daemon::ConfigToJson(config) << "\n";
     return 0;
   }
 
+  atl::daemon::BlockShutdownSignals();  // before any backend starts a thread
   auto logger = spdlog::stderr_color_mt("atolld");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
 
   std::vector<std::string> problems;
-  auto plugins = atoll::backend::LoadPlugins(
+  auto plugins = atl::backend::LoadPlugins(
       config.backend_dirs,
       [&](const std::string& name) -> std::string {
         auto it = config.backends.find(name);
@@ -155,13 +156,13 @@ int main(int argc, char** argv) {
   for (const auto& p : problems) spdlog::warn("{}", p);
   if (plugins.empty()) spdlog::warn("no backend plugin loaded: requests will fail until one is");
 
-  atoll::daemon::EngineLimits limits;
+  atl::daemon::EngineLimits limits;
   limits.max_requests_per_connection = config.max_requests_per_connection;
-  atoll::daemon::Engine engine(std::move(plugins), config.repository, limits);
+  atl::daemon::Engine engine(std::move(plugins), config.repository, limits);
   engine.ReloadRepository();
 
-  atoll::daemon::Server server(config, config.socket, &engine);
-  atoll::Status started = server.Start();
+  atl::daemon::Server server(config, config.socket, &engine);
+  atl::Status started = server.Start();
   if (!started.ok()) {
     spdlog::critical("cannot start: {}", started.message());
     return 1;

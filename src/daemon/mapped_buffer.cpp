@@ -6,7 +6,7 @@
 
 #include <cerrno>
 
-namespace atoll::daemon {
+namespace atl::daemon {
 
 StatusOr<std::shared_ptr<MappedBuffer>> MappedBuffer::Map(UniqueFd fd, uint64_t size_bytes) {
   int seals = ::fcntl(fd.get(), F_GET_SEALS);
@@ -41,4 +41,4 @@ MappedBuffer::~MappedBuffer() {
   ::munmap(data_, mapped_bytes_);
 }
 
-}  // namespace atoll::daemon
+}  // namespace atl::daemon

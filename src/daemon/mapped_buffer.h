@@ -10,7 +10,7 @@
 #include "common/status.h"
 #include "common/unique_fd.h"
 
-namespace atoll::daemon {
+namespace atl::daemon {
 
 class MappedBuffer {
  public:
@@ -34,4 +34,4 @@ class MappedBuffer {
   std::function<void(void*)> on_unmap_;
 };
 
-}  // namespace atoll::daemon
+}  // namespace atl::daemon

@@ -12,7 +12,7 @@
 
 #include "atoll.pb.h"
 
-namespace atoll::daemon {
+namespace atl::daemon {
 
 namespace {
 
@@ -37,6 +37,16 @@ wire::ServerMessage Goodbye(const Status& status) {
 
 }  // namespace
 
+void BlockShutdownSignals() {
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGHUP);
+  ::pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+}
+
 Server::Server(Config config, std::string socket_path, Engine* engine)
     : config_(std::move(config)), socket_path_(std::move(socket_path)), engine_(engine) {}
 
@@ -51,7 +61,8 @@ Status Server::Start() {
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGHUP);
-  if (::pthread_sigmask(SIG_BLOCK, &mask, nullptr) != 0) return InternalError("pthread_sigmask");
+  // REQUIRES: main() blocked these signals before starting any thread (BlockShutdownSignals), so
+  // that only this signalfd sees them.
   signals_.reset(::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC));
   if (!signals_.valid()) return ErrnoError("signalfd", errno);
   ATOLL_RETURN_IF_ERROR(AddToEpoll(epoll_.get(), signals_.get(), kSignalId));
@@ -270,4 +281,4 @@ int Server::Run() {
   }
 }
 
-}  // namespace atoll::daemon
+}  // namespace atl::daemon

@@ -13,14 +13,18 @@
 #include "daemon/engine.h"
 #include "daemon/session.h"
 
-namespace atoll::daemon {
+namespace atl::daemon {
+
+// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and every thread it starts later, so
+// they reach the server's signalfd instead of killing the process. Call first thing in main().
+void BlockShutdownSignals();
 
 class Server {
  public:
   Server(Config config, std::string socket_path, Engine* engine);
   ~Server();
 
-  // Listens on the socket, blocks SIGTERM/SIGINT/SIGHUP for a signalfd and starts watching the
+  // Listens on the socket, opens a signalfd for SIGTERM/SIGINT/SIGHUP and starts watching the
   // repository. Errors name the socket path or the failing call.
   Status Start();
   // Serves until SIGTERM or SIGINT, then shuts down gracefully. Returns the exit code.
@@ -47,4 +51,4 @@ class Server {
   std::string recv_buffer_;
 };
 
-}  // namespace atoll::daemon
+}  // namespace atl::daemon

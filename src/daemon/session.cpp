@@ -2,7 +2,7 @@
 
 #include <sys/epoll.h>
 
-namespace atoll::daemon {
+namespace atl::daemon {
 
 Session::Session(uint64_t id, UniqueFd socket, ipc::PeerCredentials peer, int epoll_fd)
     : id_(id), socket_(std::move(socket)), peer_(peer), epoll_fd_(epoll_fd) {}
@@ -41,4 +41,4 @@ bool Session::Flush() {
   return true;
 }
 
-}  // namespace atoll::daemon
+}  // namespace atl::daemon

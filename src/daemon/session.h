@@ -17,7 +17,7 @@
 #include "daemon/mapped_buffer.h"
 #include "ipc/socket.h"
 
-namespace atoll::daemon {
+namespace atl::daemon {
 
 class Session {
  public:
@@ -56,4 +56,4 @@ class Session {
   std::string scratch_;             // GUARDED_BY(send_mutex_)
 };
 
-}  // namespace atoll::daemon
+}  // namespace atl::daemon

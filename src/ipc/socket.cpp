@@ -9,7 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
-namespace atoll::ipc {
+namespace atl::ipc {
 
 namespace {
 
@@ -165,4 +165,4 @@ StatusOr<PeerCredentials> GetPeerCredentials(int socket) {
   return PeerCredentials{cred.pid, cred.uid, cred.gid};
 }
 
-}  // namespace atoll::ipc
+}  // namespace atl::ipc

@@ -12,7 +12,7 @@
 #include "common/status.h"
 #include "common/unique_fd.h"
 
-namespace atoll::ipc {
+namespace atl::ipc {
 
 // Largest packet either side accepts; larger ones are refused as protocol errors.
 inline constexpr size_t kMaxPacketBytes = 64 * 1024;
@@ -46,4 +46,4 @@ StatusOr<RecvResult> RecvPacket(int socket, std::string* buffer, size_t* size,
 
 StatusOr<PeerCredentials> GetPeerCredentials(int socket);
 
-}  // namespace atoll::ipc
+}  // namespace atl::ipc

@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <gtest/gtest.h>
 
-namespace atoll::ipc {
+namespace atl::ipc {
 namespace {
 
 std::string TempSocketPath() {
@@ -112,4 +112,4 @@ TEST(Socket, OverlongPathIsRejectedClearly) {
 }
 
 }  // namespace
-}  // namespace atoll::ipc
+}  // namespace atl::ipc

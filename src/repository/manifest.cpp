@@ -4,14 +4,13 @@
 #include <cctype>
 #include <charconv>
 #include <map>
-#include <set>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
 #include "repository/manifest_internal.h"
 
-namespace atoll::repository {
+namespace atl::repository {
 namespace internal {
 namespace {
 
@@ -130,14 +129,15 @@ StatusOr<ArgumentType> SplitArgumentType(std::string_view type) {
     }
   }
   std::vector<std::string> words = Words(spaced);
+  if (std::count(words.begin(), words.end(), "*") > 1) {
+    return InvalidArgumentError(
+        "pointers to pointers are not supported; an array is a scalar "
+        "type followed by one '*', such as \"float*\"");
+  }
   ArgumentType out;
   std::vector<std::string> element;
   for (size_t i = 0; i < words.size(); ++i) {
     if (words[i] == "*") {
-      if (out.is_array) {
-        return InvalidArgumentError("pointers to pointers are not supported; an array is a scalar "
-                                    "type followed by one '*', such as \"float*\"");
-      }
       if (i + 1 != words.size()) {
         return InvalidArgumentError("'*' must end the type, as in \"const float*\"");
       }
@@ -147,8 +147,9 @@ StatusOr<ArgumentType> SplitArgumentType(std::string_view type) {
     }
   }
   if (element.empty()) {
-    return InvalidArgumentError("no type name; write a C scalar type such as \"int\" or, for an "
-                                "array, \"float*\"");
+    return InvalidArgumentError(
+        "no type name; write a C scalar type such as \"int\" or, for an "
+        "array, \"float*\"");
   }
   out.element = Join(element, " ");
   return out;
@@ -156,8 +157,9 @@ StatusOr<ArgumentType> SplitArgumentType(std::string_view type) {
 
 StatusOr<std::vector<LengthFactor>> ParseLengthRule(std::string_view rule) {
   std::vector<LengthFactor> factors;
-  const std::string example = "; a length is a product of integer scalar arguments and constants, "
-                              "such as \"n\", \"width*height\" or \"3*n\"";
+  const std::string example =
+      "; a length is a product of integer scalar arguments and constants, "
+      "such as \"n\", \"width*height\" or \"3*n\"";
   if (Trim(rule).empty()) return InvalidArgumentError("empty length rule" + example);
   size_t start = 0;
   while (true) {
@@ -301,9 +303,10 @@ Status CheckBitstreamId(const std::string& id) {
 
 Status CheckKernelId(const std::string& id, const std::string& path) {
   if (id.find('.') != std::string::npos) {
-    return Invalid(path, Quoted(id) +
-                             " must not contain '.': the accelerator id is bitstreamId.kernelId, so "
-                             "put dotted prefixes in bitstreamId");
+    return Invalid(path,
+                   Quoted(id) +
+                       " must not contain '.': the accelerator id is bitstreamId.kernelId, so "
+                       "put dotted prefixes in bitstreamId");
   }
   bool ok = std::all_of(id.begin(), id.end(), [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
@@ -318,7 +321,8 @@ Status CheckKernelId(const std::string& id, const std::string& path) {
 
 Status CheckVersion(const std::string& version) {
   for (char c : version) {
-    if (internal::IsSpace(c) || c == '@' || c == '/' || std::iscntrl(static_cast<unsigned char>(c))) {
+    if (internal::IsSpace(c) || c == '@' || c == '/' ||
+        std::iscntrl(static_cast<unsigned char>(c))) {
       return Invalid("version", Quoted(version) +
                                     " must not contain whitespace, '@' or '/'; use dotted numbers "
                                     "such as \"1.2\"");
@@ -348,8 +352,10 @@ StatusOr<Platform> ParsePlatform(const Json& root) {
     return platform;
   }
   if (!value->is_object()) {
-    return Invalid("platform", "must be an object such as {\"backend\": \"cpu\", \"vendor\": ...}, "
-                               "got " + Describe(*value));
+    return Invalid("platform",
+                   "must be an object such as {\"backend\": \"cpu\", \"vendor\": ...}, "
+                   "got " +
+                       Describe(*value));
   }
   ATOLL_ASSIGN_OR_RETURN(platform.vendor, OptionalString(*value, "vendor", "platform"));
   ATOLL_ASSIGN_OR_RETURN(platform.name, OptionalString(*value, "name", "platform"));
@@ -363,8 +369,8 @@ StatusOr<Platform> ParsePlatform(const Json& root) {
                                         "use the backend that loads the binary: \"cpu\", "
                                         "\"opencl\" or \"cuda\""));
   bool ok = std::all_of(platform.backend.begin(), platform.backend.end(), [](char c) {
-    return std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) ||
-           c == '_' || c == '-';
+    return std::islower(static_cast<unsigned char>(c)) ||
+           std::isdigit(static_cast<unsigned char>(c)) || c == '_' || c == '-';
   });
   if (!ok) {
     return Invalid("platform.backend", Quoted(platform.backend) +
@@ -398,7 +404,8 @@ StatusOr<uint64_t> ParseSize(const Json& value, const std::string& path) {
     if (error != std::errc() || end != text.data() + text.size()) size = 0;
   }
   if (size == 0) {
-    return Invalid(path, "must be a positive number of bytes such as \"16\", got " + Describe(value));
+    return Invalid(path,
+                   "must be a positive number of bytes such as \"16\", got " + Describe(value));
   }
   return size;
 }
@@ -409,8 +416,8 @@ StatusOr<ArgumentSpec> ParseArgument(const Json& value, const std::string& path)
                              Describe(value));
   }
   ArgumentSpec arg;
-  ATOLL_ASSIGN_OR_RETURN(arg.type, RequiredString(value, "type", path,
-                                                  "give a C type such as \"float*\" or \"int\""));
+  ATOLL_ASSIGN_OR_RETURN(
+      arg.type, RequiredString(value, "type", path, "give a C type such as \"float*\" or \"int\""));
   StatusOr<internal::ArgumentType> split = internal::SplitArgumentType(arg.type);
   if (!split.ok()) return Invalid(Child(path, "type"), split.status().message());
   arg.kind = split->is_array ? ArgKind::kArray : ArgKind::kScalar;
@@ -423,10 +430,9 @@ StatusOr<ArgumentSpec> ParseArgument(const Json& value, const std::string& path)
   if (scalar.ok()) {
     arg.element_bytes = scalar->bytes;
     if (declared_size != 0 && declared_size != scalar->bytes) {
-      return Invalid(Child(path, "size"), "is " + std::to_string(declared_size) + " but '" +
-                                              split->element + "' is " +
-                                              std::to_string(scalar->bytes) +
-                                              " bytes; remove \"size\" or fix the type");
+      return Invalid(Child(path, "size"),
+                     "is " + std::to_string(declared_size) + " but '" + split->element + "' is " +
+                         std::to_string(scalar->bytes) + " bytes; remove \"size\" or fix the type");
     }
   } else if (declared_size != 0) {
     arg.element_bytes = declared_size;
@@ -436,8 +442,9 @@ StatusOr<ArgumentSpec> ParseArgument(const Json& value, const std::string& path)
     if (!closest.empty()) {
       message += "; did you mean '" + closest + (split->is_array ? "*" : "") + "'?";
     } else {
-      message += "; use a C scalar type such as float, int, unsigned char or int64_t (with '*' "
-                 "for an array), or give the element's \"size\" in bytes";
+      message +=
+          "; use a C scalar type such as float, int, unsigned char or int64_t (with '*' "
+          "for an array), or give the element's \"size\" in bytes";
     }
     return Invalid(Child(path, "type"), message);
   }
@@ -486,8 +493,8 @@ StatusOr<ArgumentSpec> ParseArgument(const Json& value, const std::string& path)
     } else if (length->is_string()) {
       text = length->get<std::string>();
     } else {
-      return Invalid(where, "must be a string such as \"n\" or \"width*height\", got " +
-                                Describe(*length));
+      return Invalid(
+          where, "must be a string such as \"n\" or \"width*height\", got " + Describe(*length));
     }
     StatusOr<std::vector<internal::LengthFactor>> factors = internal::ParseLengthRule(text);
     if (!factors.ok()) return Invalid(where, factors.status().message());
@@ -538,9 +545,9 @@ StatusOr<KernelSpec> ParseKernel(const Json& value, const std::string& path) {
                              Describe(value));
   }
   KernelSpec kernel;
-  ATOLL_ASSIGN_OR_RETURN(kernel.kernel_id,
-                         RequiredString(value, "kernelId", path,
-                                        "give the name callers use, such as \"addition\""));
+  ATOLL_ASSIGN_OR_RETURN(
+      kernel.kernel_id,
+      RequiredString(value, "kernelId", path, "give the name callers use, such as \"addition\""));
   ATOLL_RETURN_IF_ERROR(CheckKernelId(kernel.kernel_id, Child(path, "kernelId")));
 
   const Json* names = Find(value, "name");
@@ -550,15 +557,15 @@ StatusOr<KernelSpec> ParseKernel(const Json& value, const std::string& path) {
   }
   ATOLL_ASSIGN_OR_RETURN(kernel.names, StringOrList(*names, Child(path, "name")));
   if (kernel.names.empty()) {
-    return Invalid(Child(path, "name"),
-                   "must list at least one kernel symbol, such as [\"vadd\"]");
+    return Invalid(Child(path, "name"), "must list at least one kernel symbol, such as [\"vadd\"]");
   }
 
   const Json* arguments = Find(value, "arguments");
   std::string arguments_path = Child(path, "arguments");
   if (arguments == nullptr) {
-    return Invalid(arguments_path, "missing; list the kernel's arguments in order, or give [] "
-                                   "when it takes none");
+    return Invalid(arguments_path,
+                   "missing; list the kernel's arguments in order, or give [] "
+                   "when it takes none");
   }
   if (!arguments->is_array()) {
     return Invalid(arguments_path, "must be a list of arguments, got " + Describe(*arguments));
@@ -646,8 +653,9 @@ StatusOr<Manifest> ParseManifest(std::string_view json_text) {
 
   const Json* kernels = Find(root, "kernels");
   if (kernels == nullptr) {
-    return Invalid("kernels", "missing; list the binary's kernels, such as [{\"kernelId\": "
-                              "\"addition\", \"name\": [\"vadd\"], \"arguments\": [...]}]");
+    return Invalid("kernels",
+                   "missing; list the binary's kernels, such as [{\"kernelId\": "
+                   "\"addition\", \"name\": [\"vadd\"], \"arguments\": [...]}]");
   }
   if (!kernels->is_array()) {
     return Invalid("kernels", "must be a list of kernels, got " + Describe(*kernels));
@@ -665,9 +673,9 @@ StatusOr<Manifest> ParseManifest(std::string_view json_text) {
       manifest.kernels.push_back(std::move(kernel));
       continue;
     }
-    auto existing = std::find_if(
-        manifest.kernels.begin(), manifest.kernels.end(),
-        [&](const KernelSpec& k) { return k.kernel_id == kernel.kernel_id; });
+    auto existing =
+        std::find_if(manifest.kernels.begin(), manifest.kernels.end(),
+                     [&](const KernelSpec& k) { return k.kernel_id == kernel.kernel_id; });
     if (!SameSignature(*existing, kernel)) {
       return Invalid(Child(path, "kernelId"),
                      Quoted(kernel.kernel_id) + " is already the kernelId of " +
@@ -708,9 +716,7 @@ std::string ManifestToJson(const Manifest& manifest) {
         a["size"] = std::to_string(arg.element_bytes);
       }
       if (arg.kind == ArgKind::kArray) {
-        a["access"] = arg.access == Access::kRead    ? "r"
-                      : arg.access == Access::kWrite ? "w"
-                                                     : "rw";
+        a["access"] = arg.access == Access::kRead ? "r" : arg.access == Access::kWrite ? "w" : "rw";
         if (!arg.memory.empty()) a["memory"] = Split(arg.memory, ',');
         if (!arg.length.empty()) a["length"] = arg.length;
       }
@@ -755,4 +761,4 @@ int CompareVersions(std::string_view a, std::string_view b) {
   return 0;
 }
 
-}  // namespace atoll::repository
+}  // namespace atl::repository

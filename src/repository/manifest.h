@@ -10,26 +10,31 @@
 
 #include "common/status.h"
 
-namespace atoll::repository {
+namespace atl::repository {
 
 enum class ArgKind { kArray, kScalar };
 enum class Access { kRead = 1, kWrite = 2, kReadWrite = 3 };
 
 struct ArgumentSpec {
   std::string name;
-  std::string type;           // as written: "float*", "int", "unsigned char*"
+  std::string type;  // as written: "float*", "int", "unsigned char*"
   ArgKind kind = ArgKind::kScalar;
-  uint64_t element_bytes = 0;  // arrays: sizeof the pointee; scalars: sizeof the value
+  uint64_t element_bytes = 0;          // arrays: sizeof the pointee; scalars: sizeof the value
   Access access = Access::kReadWrite;  // arrays only; InAccel's default when absent is "rw"
   // Arrays only: how many elements the array must hold, as a product of scalar argument names and
-  // non-negative integer constants ("n", "width*height", "3*n"); "" means no rule.
+  // non-negative integer constants ("n", "width*height", "3*n"), stored without spaces; "" means
+  // no rule.
   std::string length;
-  std::string memory;  // bank name, "" when not given
+  // Arrays only: the bank names InAccel's "memory" lists, joined by ','; "" when not given. When a
+  // kernelId is listed once per compute unit, the first listing's banks.
+  std::string memory;
 };
 
 struct KernelSpec {
-  std::string kernel_id;           // "addition": the accelerator id is bitstreamId.kernelId
-  std::vector<std::string> names;  // kernel symbol per compute unit: ["vadd", "vadd"] is two CUs
+  std::string kernel_id;  // "addition": the accelerator id is bitstreamId.kernelId
+  // Kernel symbol per compute unit: ["vadd", "vadd"] is two CUs. InAccel's way of listing one
+  // kernelId several times, each with its own "name", lands here too.
+  std::vector<std::string> names;
   std::vector<ArgumentSpec> arguments;
 };
 
@@ -50,7 +55,10 @@ struct Manifest {
 };
 
 // Parses and checks a manifest. Errors are INVALID_ARGUMENT and name the offending field as a
-// JSON path: "kernels[0].arguments[2].type: unknown type 'flaot*'".
+// JSON path: "kernels[0].arguments[2].type: unknown type 'flaot*'". Unknown fields are ignored.
+// Kernels that repeat a kernelId must take the same arguments; they merge into one KernelSpec. An
+// argument of a type Atoll does not know is accepted when InAccel's "size" gives its bytes;
+// InAccel's "index" (argument reordering) is refused.
 StatusOr<Manifest> ParseManifest(std::string_view json_text);
 
 // Serialises back to JSON (InAccel's field names plus Atoll's additions), pretty-printed.
@@ -63,4 +71,4 @@ StatusOr<uint64_t> ScalarTypeBytes(std::string_view type);
 // <0, 0, >0 like strcmp, comparing dot-separated components numerically where both are numbers.
 int CompareVersions(std::string_view a, std::string_view b);
 
-}  // namespace atoll::repository
+}  // namespace atl::repository

@@ -11,7 +11,7 @@
 
 #include "common/status.h"
 
-namespace atoll::repository::internal {
+namespace atl::repository::internal {
 
 enum class ScalarClass { kSigned, kUnsigned, kFloat, kBool };
 
@@ -48,4 +48,4 @@ StatusOr<std::vector<LengthFactor>> ParseLengthRule(std::string_view rule);
 // Levenshtein distance, for "did you mean" suggestions.
 size_t EditDistance(std::string_view a, std::string_view b);
 
-}  // namespace atoll::repository::internal
+}  // namespace atl::repository::internal

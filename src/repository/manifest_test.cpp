@@ -5,7 +5,7 @@
 
 #include <string>
 
-namespace atoll::repository {
+namespace atl::repository {
 namespace {
 
 using ::testing::HasSubstr;
@@ -17,7 +17,8 @@ constexpr char kInAccelVadd[] =
     "\"vadd\"\n\t\t\t],\n\t\t\t\"kernelId\": \"addition\",\n\t\t\t\"arguments\": [\n\t\t\t\t{"
     "\"type\": \"float*\", \"name\": \"a\", \"access\": \"r\"},\n\t\t\t\t{\"type\": \"float*\", "
     "\"name\": \"b\", \"access\": \"r\"},\n\t\t\t\t{\"type\": \"float*\", \"name\": \"c\", "
-    "\"access\": \"w\"},\n\t\t\t\t{\"type\": \"int\", \"name\": \"size\"}\n\t\t\t]\n\t\t}\n\t]\n}\n";
+    "\"access\": \"w\"},\n\t\t\t\t{\"type\": \"int\", \"name\": "
+    "\"size\"}\n\t\t\t]\n\t\t}\n\t]\n}\n";
 
 // The shape of InAccel's documented full sample: a platform, memory banks, and each kernelId
 // listed once per compute unit.
@@ -42,7 +43,7 @@ constexpr char kInAccelFull[] = R"({
 
 // A valid manifest whose pieces the tests below break one at a time.
 std::string Valid(const std::string& kernels = "",
-                     const std::string& top = R"("bitstreamId": "vector", "version": "1.0",)") {
+                  const std::string& top = R"("bitstreamId": "vector", "version": "1.0",)") {
   std::string k = kernels.empty() ? R"([{"kernelId": "addition", "name": ["vadd"],
       "arguments": [{"type": "float*", "name": "a", "access": "r"},
                     {"type": "int", "name": "n"}]}])"
@@ -226,7 +227,8 @@ TEST(ParseManifest, DuplicateKernelIdsWithDifferentArguments) {
       {"kernelId": "add", "name": "a", "arguments": [{"type": "int", "name": "n"}]},
       {"kernelId": "sub", "name": "s", "arguments": []},
       {"kernelId": "add", "name": "b", "arguments": [{"type": "long", "name": "n"}]}])"));
-  EXPECT_THAT(message, HasSubstr("kernels[2].kernelId: \"add\" is already the kernelId of kernels[0]"));
+  EXPECT_THAT(message,
+              HasSubstr("kernels[2].kernelId: \"add\" is already the kernelId of kernels[0]"));
 }
 
 TEST(ParseManifest, ArgumentFields) {
@@ -286,8 +288,8 @@ TEST(ParseManifest, SizeGivesUnknownTypesTheirSize) {
 TEST(ParseManifest, LengthRules) {
   auto with_length = [](const std::string& length, const std::string& more = "") {
     return Valid(Kernel(R"([{"type": "float*", "name": "a", "length": )" + length + "}, " +
-                           R"({"type": "int", "name": "n"}, {"type": "float", "name": "f"}, )" +
-                           R"({"type": "uint64_t", "name": "m"})" + more + "]"));
+                        R"({"type": "int", "name": "n"}, {"type": "float", "name": "f"}, )" +
+                        R"({"type": "uint64_t", "name": "m"})" + more + "]"));
   };
   EXPECT_TRUE(ParseManifest(with_length(R"("n")")).ok());
   EXPECT_TRUE(ParseManifest(with_length(R"(" n * m * 4 ")")).ok());
@@ -308,12 +310,13 @@ TEST(ParseManifest, LengthRules) {
               HasSubstr("kernels[0].arguments[0].length: empty length rule"));
   EXPECT_THAT(ErrorOf(with_length(R"("99999999999999999999")")),
               HasSubstr("does not fit in 64 bits"));
-  EXPECT_THAT(ErrorOf(with_length("-3")), HasSubstr("kernels[0].arguments[0].length: must be a string"));
+  EXPECT_THAT(ErrorOf(with_length("-3")),
+              HasSubstr("kernels[0].arguments[0].length: must be a string"));
   EXPECT_THAT(ErrorOf(Valid(Kernel(R"([{"type": "int", "name": "n", "length": "n"}])"))),
               HasSubstr("kernels[0].arguments[0].length: is only for arrays"));
   // A rule may name an argument that comes after the array.
-  EXPECT_TRUE(ParseManifest(with_length(R"("later")", R"(, {"type": "short", "name": "later"})"))
-                  .ok());
+  EXPECT_TRUE(
+      ParseManifest(with_length(R"("later")", R"(, {"type": "short", "name": "later"})")).ok());
 }
 
 TEST(ScalarTypeBytes, KnowsCTypes) {
@@ -348,4 +351,4 @@ TEST(CompareVersions, ComparesNumerically) {
 }
 
 }  // namespace
-}  // namespace atoll::repository
+}  // namespace atl::repository

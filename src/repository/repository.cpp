@@ -1,7 +1,5 @@
 #include "repository/repository.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/file.h>
@@ -12,14 +10,15 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdlib>
-#include <cstring>
 #include <memory>
 #include <set>
 #include <utility>
 
+#include "common/unique_fd.h"
 #include "repository/manifest_internal.h"
+#include "repository/tarball.h"
 
-namespace atoll::repository {
+namespace atl::repository {
 namespace {
 
 namespace fs = std::filesystem;
@@ -29,38 +28,9 @@ constexpr char kStagingName[] = ".staging";
 constexpr char kGenerationName[] = ".generation";
 constexpr char kLockName[] = ".lock";
 constexpr uint64_t kMaxManifestBytes = 16ull << 20;
-constexpr uint64_t kMaxExtractedBytes = 4ull << 30;
-constexpr size_t kMaxTarballEntries = 10000;
 constexpr size_t kMinChecksumPrefix = 8;
 constexpr size_t kChecksumLength = 64;
 constexpr size_t kCopyChunk = 1 << 20;
-
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  Fd& operator=(Fd&& other) noexcept {
-    if (this != &other) {
-      Reset();
-      fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { Reset(); }
-
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-
- private:
-  void Reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-  int fd_ = -1;
-};
 
 Status SysError(const std::string& what) { return ErrnoError(what, errno); }
 
@@ -118,7 +88,7 @@ class Sha256 {
 };
 
 StatusOr<std::string> ReadSmallFile(const fs::path& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return SysError("cannot open " + path.string());
   std::string bytes;
   char buffer[65536];
@@ -149,22 +119,22 @@ Status WriteAll(int fd, const void* data, size_t size, const fs::path& path) {
   return OkStatus();
 }
 
-Status SyncFd(int fd, const fs::path& path) {
+Status SyncUniqueFd(int fd, const fs::path& path) {
   if (::fsync(fd) != 0) return SysError("cannot flush " + path.string() + " to disk");
   return OkStatus();
 }
 
 Status SyncFolder(const fs::path& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd.valid()) return SysError("cannot open folder " + path.string());
-  return SyncFd(fd.get(), path);
+  return SyncUniqueFd(fd.get(), path);
 }
 
 Status WriteNewFile(const fs::path& path, std::string_view bytes) {
-  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (!fd.valid()) return SysError("cannot create " + path.string());
   ATOLL_RETURN_IF_ERROR(WriteAll(fd.get(), bytes.data(), bytes.size(), path));
-  return SyncFd(fd.get(), path);
+  return SyncUniqueFd(fd.get(), path);
 }
 
 // Holds an exclusive flock of <root>/.lock; installs and removes in any process serialise on it.
@@ -172,7 +142,7 @@ class RootLock {
  public:
   static StatusOr<RootLock> Acquire(const fs::path& root) {
     fs::path path = root / kLockName;
-    Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
     if (!fd.valid()) {
       return SysError("cannot open the repository lock " + path.string() +
                       " (run as a user who can write to " + root.string() + ")");
@@ -184,8 +154,8 @@ class RootLock {
   }
 
  private:
-  explicit RootLock(Fd fd) : fd_(std::move(fd)) {}
-  Fd fd_;  // closing it releases the lock
+  explicit RootLock(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;  // closing it releases the lock
 };
 
 Status EnsureRoot(const fs::path& root) {
@@ -193,8 +163,8 @@ Status EnsureRoot(const fs::path& root) {
   fs::create_directories(root, error);
   if (error) {
     return Status(error == std::errc::permission_denied ? Code::kPermissionDenied : Code::kInternal,
-                  "cannot create the repository folder " + root.string() + ": " +
-                      error.message() + "; create it or run as a user who can write there");
+                  "cannot create the repository folder " + root.string() + ": " + error.message() +
+                      "; create it or run as a user who can write there");
   }
   if (!fs::is_directory(root, error)) {
     return FailedPreconditionError("the repository " + root.string() +
@@ -221,7 +191,9 @@ StatusOr<fs::path> MakeStaging(const fs::path& root) {
                          "; check the repository folder's permissions");
   }
   std::string pattern = (area / "XXXXXX").string();
-  if (::mkdtemp(pattern.data()) == nullptr) return SysError("cannot create a folder in " + area.string());
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    return SysError("cannot create a folder in " + area.string());
+  }
   return fs::path(pattern);
 }
 
@@ -231,14 +203,15 @@ bool IsHex(std::string_view text) {
 }
 
 bool IsChecksumName(const std::string& name) {
-  return name.size() == kChecksumLength &&
-         std::all_of(name.begin(), name.end(), [](char c) {
+  return name.size() == kChecksumLength && std::all_of(name.begin(), name.end(), [](char c) {
            return std::isdigit(static_cast<unsigned char>(c)) || (c >= 'a' && c <= 'f');
          });
 }
 
 // The binary's file name: the manifest's "name", else the folder's only other regular file.
-StatusOr<std::string> FindBinaryName(const fs::path& folder, const Manifest& manifest) {
+// `where` names the folder in errors.
+StatusOr<std::string> FindBinaryName(const fs::path& folder, const Manifest& manifest,
+                                     const std::string& where) {
   if (!manifest.binary.empty()) return manifest.binary;
   std::vector<std::string> candidates;
   std::error_code error;
@@ -248,9 +221,9 @@ StatusOr<std::string> FindBinaryName(const fs::path& folder, const Manifest& man
     if (name == kManifestName || name.starts_with(".") || !entry.is_regular_file(ignored)) continue;
     candidates.push_back(name);
   }
-  if (error) return InternalError("cannot list " + folder.string() + ": " + error.message());
+  if (error) return InternalError("cannot list " + where + ": " + error.message());
   if (candidates.empty()) {
-    return NotFoundError(folder.string() +
+    return NotFoundError(where +
                          ": no binary beside bitstream.json; put the binary in the folder, or "
                          "name it in the manifest's \"name\"");
   }
@@ -258,7 +231,7 @@ StatusOr<std::string> FindBinaryName(const fs::path& folder, const Manifest& man
     std::sort(candidates.begin(), candidates.end());
     std::string list;
     for (const std::string& name : candidates) list += (list.empty() ? "" : ", ") + name;
-    return InvalidArgumentError(folder.string() + ": several files could be the binary (" + list +
+    return InvalidArgumentError(where + ": several files could be the binary (" + list +
                                 "); name it in the manifest's \"name\"");
   }
   return candidates.front();
@@ -271,11 +244,10 @@ Status CheckInside(const fs::path& file, const fs::path& top, const fs::path& so
   fs::path real = fs::canonical(file, file_error);
   fs::path real_top = fs::canonical(top, top_error);
   if (file_error || top_error) {
-    return NotFoundError(source.string() + ": " + file.filename().string() + " cannot be read: " +
-                         (file_error ? file_error : top_error).message());
+    return NotFoundError(source.string() + ": " + file.filename().string() +
+                         " cannot be read: " + (file_error ? file_error : top_error).message());
   }
-  auto top_end =
-      std::mismatch(real_top.begin(), real_top.end(), real.begin(), real.end()).first;
+  auto top_end = std::mismatch(real_top.begin(), real_top.end(), real.begin(), real.end()).first;
   if (top_end != real_top.end()) {
     return InvalidArgumentError(source.string() + ": " + file.filename().string() +
                                 " is a link that leads outside the tarball; pack the file itself");
@@ -285,9 +257,9 @@ Status CheckInside(const fs::path& file, const fs::path& top, const fs::path& so
 
 // Copies `from` into `to` (a new file), feeding every byte to `hash`. Returns the size.
 StatusOr<uint64_t> CopyAndHash(const fs::path& from, const fs::path& to, Sha256* hash) {
-  Fd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd in(::open(from.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in.valid()) return SysError("cannot open the binary " + from.string());
-  Fd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (!out.valid()) return SysError("cannot create " + to.string());
   std::unique_ptr<char[]> buffer(new char[kCopyChunk]);
   uint64_t total = 0;
@@ -300,7 +272,7 @@ StatusOr<uint64_t> CopyAndHash(const fs::path& from, const fs::path& to, Sha256*
     ATOLL_RETURN_IF_ERROR(WriteAll(out.get(), buffer.get(), static_cast<size_t>(n), to));
     total += static_cast<uint64_t>(n);
   }
-  ATOLL_RETURN_IF_ERROR(SyncFd(out.get(), to));
+  ATOLL_RETURN_IF_ERROR(SyncUniqueFd(out.get(), to));
   return total;
 }
 
@@ -314,10 +286,10 @@ uint64_t ReadGeneration(const fs::path& root) {
 Status BumpGeneration(const fs::path& root) {
   std::string text = std::to_string(ReadGeneration(root) + 1) + "\n";
   std::string temp = (root / (std::string(kGenerationName) + ".XXXXXX")).string();
-  Fd fd(::mkstemp(temp.data()));
+  UniqueFd fd(::mkstemp(temp.data()));
   if (!fd.valid()) return SysError("cannot create a file in " + root.string());
   Status status = WriteAll(fd.get(), text.data(), text.size(), temp);
-  if (status.ok()) status = SyncFd(fd.get(), temp);
+  if (status.ok()) status = SyncUniqueFd(fd.get(), temp);
   if (status.ok() && ::fchmod(fd.get(), 0644) != 0) status = SysError("cannot chmod " + temp);
   if (status.ok() && ::rename(temp.c_str(), (root / kGenerationName).c_str()) != 0) {
     status = SysError("cannot replace " + (root / kGenerationName).string());
@@ -341,7 +313,8 @@ StatusOr<Entry> LoadEntry(const fs::path& folder, const std::string& checksum) {
                                                 checksum + " and install a fixed manifest");
   }
   entry.manifest = std::move(manifest).value();
-  ATOLL_ASSIGN_OR_RETURN(entry.manifest.binary, FindBinaryName(folder, entry.manifest));
+  ATOLL_ASSIGN_OR_RETURN(entry.manifest.binary,
+                         FindBinaryName(folder, entry.manifest, folder.string()));
   entry.binary_path = folder / entry.manifest.binary;
   std::error_code error;
   if (!fs::is_regular_file(entry.binary_path, error)) {
@@ -353,31 +326,37 @@ StatusOr<Entry> LoadEntry(const fs::path& folder, const std::string& checksum) {
 
 // Installs the package in `folder`; when `confine` is given (an extracted tarball), the manifest
 // and binary must resolve inside it. Called with the root lock held.
-StatusOr<Entry> InstallFolder(const fs::path& root, const fs::path& folder,
-                              const fs::path& source, const fs::path* confine) {
+StatusOr<Entry> InstallFolder(const fs::path& root, const fs::path& folder, const fs::path& source,
+                              const fs::path* confine) {
+  // Paths inside an extracted tarball mean nothing to the user: name the tarball instead.
+  auto shown = [&](const fs::path& path) {
+    if (confine == nullptr) return path.string();
+    fs::path inside = path.lexically_relative(*confine);
+    return inside == "." ? source.string() : source.string() + ": " + inside.string();
+  };
   fs::path manifest_path = folder / kManifestName;
   std::error_code error;
   if (!fs::exists(manifest_path, error)) {
-    return NotFoundError(source.string() + ": no bitstream.json in " + folder.string() +
-                         "; a package is a folder holding bitstream.json and its binary");
+    return NotFoundError(source.string() +
+                         ": no bitstream.json; a package is a folder holding bitstream.json and "
+                         "its binary");
   }
   if (confine != nullptr) ATOLL_RETURN_IF_ERROR(CheckInside(manifest_path, *confine, source));
   ATOLL_ASSIGN_OR_RETURN(std::string bytes, ReadSmallFile(manifest_path));
   StatusOr<Manifest> parsed = ParseManifest(bytes);
   if (!parsed.ok()) {
-    std::string where = confine != nullptr ? source.string() + ": bitstream.json" : manifest_path.string();
-    return Status(parsed.status().code(), where + ": " + parsed.status().message());
+    return Status(parsed.status().code(), shown(manifest_path) + ": " + parsed.status().message());
   }
   Manifest manifest = std::move(parsed).value();
-  ATOLL_ASSIGN_OR_RETURN(manifest.binary, FindBinaryName(folder, manifest));
+  ATOLL_ASSIGN_OR_RETURN(manifest.binary, FindBinaryName(folder, manifest, shown(folder)));
   fs::path binary_source = folder / manifest.binary;
   if (!fs::exists(binary_source, error)) {
-    return NotFoundError(binary_source.string() +
+    return NotFoundError(shown(binary_source) +
                          ": the binary that bitstream.json names in \"name\" is missing; put it "
                          "beside bitstream.json or fix \"name\"");
   }
   if (!fs::is_regular_file(binary_source, error)) {
-    return InvalidArgumentError(binary_source.string() + ": the binary must be a regular file");
+    return InvalidArgumentError(shown(binary_source) + ": the binary must be a regular file");
   }
   if (confine != nullptr) ATOLL_RETURN_IF_ERROR(CheckInside(binary_source, *confine, source));
 
@@ -389,7 +368,7 @@ StatusOr<Entry> InstallFolder(const fs::path& root, const fs::path& folder,
   ATOLL_ASSIGN_OR_RETURN(uint64_t binary_bytes,
                          CopyAndHash(binary_source, staging / manifest.binary, &hash));
   if (binary_bytes == 0) {
-    return InvalidArgumentError(binary_source.string() +
+    return InvalidArgumentError(shown(binary_source) +
                                 ": the binary is empty; build it before installing");
   }
   ATOLL_ASSIGN_OR_RETURN(std::string checksum, hash.Hex());
@@ -415,228 +394,6 @@ StatusOr<Entry> InstallFolder(const fs::path& root, const fs::path& folder,
   entry.manifest_path = final_path / kManifestName;
   entry.binary_path = final_path / entry.manifest.binary;
   return entry;
-}
-
-using ArchivePtr = std::unique_ptr<struct archive, int (*)(struct archive*)>;
-
-// The components of a tarball entry's path, without "." ones; refuses absolute paths and "..".
-StatusOr<std::vector<std::string>> SafeComponents(const char* name, const fs::path& tarball) {
-  if (name == nullptr) {
-    return InvalidArgumentError(tarball.string() + ": an entry has no name; the tarball is damaged");
-  }
-  std::string_view text(name);
-  if (text.starts_with("/")) {
-    return InvalidArgumentError(tarball.string() + ": entry '" + std::string(text) +
-                                "' has an absolute path; pack the folder with relative paths");
-  }
-  std::vector<std::string> parts;
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t end = text.find('/', start);
-    if (end == std::string_view::npos) end = text.size();
-    std::string_view part = text.substr(start, end - start);
-    if (part == "..") {
-      return InvalidArgumentError(tarball.string() + ": entry '" + std::string(text) +
-                                  "' leads outside the tarball through '..'; it is refused");
-    }
-    if (!part.empty() && part != ".") parts.emplace_back(part);
-    start = end + 1;
-  }
-  return parts;
-}
-
-// Opens the folder that holds the last component, creating folders on the way when `create`.
-// O_NOFOLLOW on every step: nothing is written through a link, wherever the link points.
-StatusOr<Fd> OpenParent(int top, const std::vector<std::string>& parts, bool create,
-                        const fs::path& tarball, const char* entry_name) {
-  Fd current(::dup(top));
-  if (!current.valid()) return SysError("cannot duplicate a descriptor");
-  for (size_t i = 0; i + 1 < parts.size(); ++i) {
-    int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
-    Fd next(::openat(current.get(), parts[i].c_str(), flags));
-    if (!next.valid() && errno == ENOENT && create) {
-      if (::mkdirat(current.get(), parts[i].c_str(), 0755) != 0 && errno != EEXIST) {
-        return SysError("cannot create folder '" + parts[i] + "' while extracting " +
-                        tarball.string());
-      }
-      next = Fd(::openat(current.get(), parts[i].c_str(), flags));
-    }
-    if (!next.valid()) {
-      if (errno == ELOOP || errno == ENOTDIR) {
-        return InvalidArgumentError(tarball.string() + ": entry '" + entry_name + "' goes through '" +
-                                    parts[i] +
-                                    "', which is a link or a file, not a folder; it is refused");
-      }
-      return SysError("cannot open '" + parts[i] + "' while extracting " + tarball.string());
-    }
-    current = std::move(next);
-  }
-  return current;
-}
-
-Status ExtractRegular(struct archive* archive, int parent, const std::string& name,
-                      const fs::path& tarball, const char* entry_name, uint64_t* total) {
-  Fd out(::openat(parent, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
-  if (!out.valid()) {
-    if (errno == EEXIST) {
-      return InvalidArgumentError(tarball.string() + ": entry '" + entry_name +
-                                  "' appears twice; pack each file once");
-    }
-    return SysError("cannot create '" + std::string(entry_name) + "' while extracting " +
-                    tarball.string());
-  }
-  const void* block = nullptr;
-  size_t size = 0;
-  la_int64_t offset = 0;
-  while (true) {
-    int result = archive_read_data_block(archive, &block, &size, &offset);
-    if (result == ARCHIVE_EOF) break;
-    if (result < ARCHIVE_WARN) {
-      return InvalidArgumentError(tarball.string() + ": cannot read entry '" + entry_name +
-                                  "': " + archive_error_string(archive));
-    }
-    *total += size;
-    if (*total > kMaxExtractedBytes) {
-      return ResourceExhaustedError(tarball.string() + ": holds more than " +
-                                    std::to_string(kMaxExtractedBytes >> 30) +
-                                    " GiB; install a smaller package or install from a folder");
-    }
-    const char* bytes = static_cast<const char*>(block);
-    while (size > 0) {
-      ssize_t n = ::pwrite(out.get(), bytes, size, offset);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return SysError("cannot write '" + std::string(entry_name) + "' while extracting");
-      bytes += n;
-      size -= static_cast<size_t>(n);
-      offset += n;
-    }
-  }
-  return OkStatus();
-}
-
-Status ExtractSymlink(const char* target, int parent, const std::vector<std::string>& parts,
-                      const fs::path& tarball, const char* entry_name) {
-  std::string_view text = target == nullptr ? "" : target;
-  std::string refused = tarball.string() + ": link '" + entry_name + "' -> '" + std::string(text) + "' ";
-  if (text.empty()) return InvalidArgumentError(refused + "has no target; the tarball is damaged");
-  if (text.starts_with("/")) {
-    return InvalidArgumentError(refused + "points to an absolute path; it is refused");
-  }
-  int64_t depth = static_cast<int64_t>(parts.size()) - 1;
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t end = text.find('/', start);
-    if (end == std::string_view::npos) end = text.size();
-    std::string_view part = text.substr(start, end - start);
-    if (part == "..") {
-      if (--depth < 0) return InvalidArgumentError(refused + "leads outside the tarball; it is refused");
-    } else if (!part.empty() && part != ".") {
-      ++depth;
-    }
-    start = end + 1;
-  }
-  if (::symlinkat(std::string(text).c_str(), parent, parts.back().c_str()) != 0) {
-    return SysError("cannot create link '" + std::string(entry_name) + "' while extracting " +
-                    tarball.string());
-  }
-  return OkStatus();
-}
-
-const char* FileTypeName(unsigned type) {
-  switch (type) {
-    case AE_IFCHR: return "a character device";
-    case AE_IFBLK: return "a block device";
-    case AE_IFIFO: return "a fifo";
-    case AE_IFSOCK: return "a socket";
-    default: return "of an unknown file type";
-  }
-}
-
-Status ExtractTarball(const fs::path& tarball, const fs::path& destination) {
-  ArchivePtr archive(archive_read_new(), archive_read_free);
-  if (!archive) return InternalError("libarchive could not allocate a reader");
-  archive_read_support_filter_all(archive.get());
-  archive_read_support_format_tar(archive.get());
-  if (archive_read_open_filename(archive.get(), tarball.c_str(), 65536) != ARCHIVE_OK) {
-    return InvalidArgumentError(tarball.string() +
-                                " is neither a folder nor a tarball (.tar, .tar.gz, .tgz): " +
-                                archive_error_string(archive.get()));
-  }
-  Fd top(::open(destination.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!top.valid()) return SysError("cannot open " + destination.string());
-  uint64_t total = 0;
-  size_t count = 0;
-  while (true) {
-    struct archive_entry* entry = nullptr;
-    int result = archive_read_next_header(archive.get(), &entry);
-    if (result == ARCHIVE_EOF) break;
-    if (result < ARCHIVE_WARN) {
-      std::string why = archive_error_string(archive.get()) ? archive_error_string(archive.get()) : "";
-      return InvalidArgumentError(
-          tarball.string() + (count == 0 ? " is neither a folder nor a tarball (.tar, .tar.gz, "
-                                           ".tgz): "
-                                         : ": the tarball is damaged: ") +
-          why);
-    }
-    if (++count > kMaxTarballEntries) {
-      return ResourceExhaustedError(tarball.string() + ": holds more than " +
-                                    std::to_string(kMaxTarballEntries) +
-                                    " entries; a package needs only bitstream.json and a binary");
-    }
-    const char* name = archive_entry_pathname(entry);
-    ATOLL_ASSIGN_OR_RETURN(std::vector<std::string> parts, SafeComponents(name, tarball));
-    if (parts.empty()) continue;
-    unsigned type = archive_entry_filetype(entry);
-    const char* hardlink = archive_entry_hardlink(entry);
-    if (hardlink == nullptr && type == AE_IFDIR) {
-      parts.emplace_back(".");
-      ATOLL_ASSIGN_OR_RETURN(Fd folder, OpenParent(top.get(), parts, true, tarball, name));
-      continue;
-    }
-    ATOLL_ASSIGN_OR_RETURN(Fd parent, OpenParent(top.get(), parts, true, tarball, name));
-    if (hardlink != nullptr) {
-      ATOLL_ASSIGN_OR_RETURN(std::vector<std::string> target, SafeComponents(hardlink, tarball));
-      if (target.empty()) {
-        return InvalidArgumentError(tarball.string() + ": hard link '" + name +
-                                    "' has no target; the tarball is damaged");
-      }
-      ATOLL_ASSIGN_OR_RETURN(Fd target_parent,
-                             OpenParent(top.get(), target, false, tarball, hardlink));
-      if (::linkat(target_parent.get(), target.back().c_str(), parent.get(), parts.back().c_str(),
-                   0) != 0) {
-        return SysError(tarball.string() + ": cannot create hard link '" + name + "' to '" +
-                        hardlink + "'");
-      }
-    } else if (type == AE_IFREG) {
-      ATOLL_RETURN_IF_ERROR(
-          ExtractRegular(archive.get(), parent.get(), parts.back(), tarball, name, &total));
-    } else if (type == AE_IFLNK) {
-      ATOLL_RETURN_IF_ERROR(
-          ExtractSymlink(archive_entry_symlink(entry), parent.get(), parts, tarball, name));
-    } else {
-      return InvalidArgumentError(tarball.string() + ": entry '" + name + "' is " +
-                                  FileTypeName(type) +
-                                  "; a package holds only regular files, folders and links");
-    }
-  }
-  return OkStatus();
-}
-
-// The extracted package: bitstream.json at the top, or inside the tarball's only folder.
-StatusOr<fs::path> FindPackageFolder(const fs::path& extracted, const fs::path& tarball) {
-  std::error_code error;
-  if (fs::exists(fs::symlink_status(extracted / kManifestName, error))) return extracted;
-  std::vector<fs::path> visible;
-  for (const fs::directory_entry& entry : fs::directory_iterator(extracted, error)) {
-    if (!entry.path().filename().string().starts_with(".")) visible.push_back(entry.path());
-  }
-  if (visible.size() == 1 && fs::is_directory(fs::symlink_status(visible[0], error)) &&
-      fs::exists(fs::symlink_status(visible[0] / kManifestName, error))) {
-    return visible[0];
-  }
-  return NotFoundError(tarball.string() +
-                       ": no bitstream.json at the top of the tarball or inside its only folder; "
-                       "pack the folder that holds bitstream.json and the binary");
 }
 
 std::string Lower(std::string_view text) {
@@ -690,8 +447,8 @@ StatusOr<Entry> Repository::Install(const std::filesystem::path& source) {
   }
   ATOLL_ASSIGN_OR_RETURN(fs::path extracted, MakeStaging(root_));
   RemoveOnExit cleanup(extracted);
-  ATOLL_RETURN_IF_ERROR(ExtractTarball(source, extracted));
-  ATOLL_ASSIGN_OR_RETURN(fs::path folder, FindPackageFolder(extracted, source));
+  ATOLL_RETURN_IF_ERROR(internal::ExtractTarball(source, extracted));
+  ATOLL_ASSIGN_OR_RETURN(fs::path folder, internal::FindPackageFolder(extracted, source));
   return InstallFolder(root_, folder, source, &extracted);
 }
 
@@ -761,8 +518,8 @@ StatusOr<std::vector<Entry>> Repository::Remove(std::string_view what) {
     }
     if (matched.empty() && IsHex(what)) {
       if (what.size() < kMinChecksumPrefix) {
-        return InvalidArgumentError("'" + std::string(what) + "' is too short for a checksum prefix; " +
-                                    usage);
+        return InvalidArgumentError("'" + std::string(what) +
+                                    "' is too short for a checksum prefix; " + usage);
       }
       // Folders, not parsed entries: a binary whose manifest broke can still be removed.
       std::string prefix = Lower(what);
@@ -913,7 +670,8 @@ std::vector<std::string> Index::Suggest(std::string_view accelerator_id) const {
     std::string candidate = Lower(id);
     size_t distance = internal::EditDistance(query, candidate);
     // "addition" alone should find "vector.addition".
-    if (!query.empty() && candidate.ends_with("." + query)) distance = std::min<size_t>(distance, 1);
+    if (!query.empty() && candidate.ends_with("." + query))
+      distance = std::min<size_t>(distance, 1);
     if (distance <= limit) scored.emplace_back(distance, id);
   }
   std::sort(scored.begin(), scored.end());
@@ -922,4 +680,4 @@ std::vector<std::string> Index::Suggest(std::string_view accelerator_id) const {
   return out;
 }
 
-}  // namespace atoll::repository
+}  // namespace atl::repository

@@ -19,11 +19,11 @@
 #include "common/status.h"
 #include "repository/manifest.h"
 
-namespace atoll::repository {
+namespace atl::repository {
 
 struct Entry {
   Manifest manifest;
-  std::string checksum;            // sha256 (hex) of the manifest bytes followed by the binary bytes
+  std::string checksum;  // sha256 (hex) of the manifest bytes followed by the binary bytes
   std::filesystem::path manifest_path;
   std::filesystem::path binary_path;  // absolute
 };
@@ -34,11 +34,14 @@ class Repository {
 
   const std::filesystem::path& root() const { return root_; }
 
-  // Installs a folder holding a bitstream.json and its binary, or a tarball (.tar, .tar.gz, .tgz)
-  // of such a folder. A manifest without "name" uses the folder's only other regular file as the
-  // binary. Errors: NOT_FOUND for a missing path or binary, INVALID_ARGUMENT for a malformed
-  // manifest (naming the field), ALREADY_EXISTS when the same checksum is installed. Creates the
-  // root if needed.
+  // Installs a folder holding a bitstream.json and its binary (or the path of that bitstream.json),
+  // or a tarball (.tar, .tar.gz, .tgz) of such a folder, with the files at its top or inside one
+  // folder. A manifest without "name" uses the folder's only other regular, non-hidden file as the
+  // binary. Tarball entries with absolute paths or "..", links that lead outside it, device files
+  // and more than 4 GiB of content are refused (INVALID_ARGUMENT, RESOURCE_EXHAUSTED). Errors:
+  // NOT_FOUND for a missing path or binary, INVALID_ARGUMENT for a malformed manifest (naming the
+  // field) or an empty binary, ALREADY_EXISTS when the same checksum is installed. Creates the root
+  // if needed. Blocks on the root's lock and on disk I/O.
   StatusOr<Entry> Install(const std::filesystem::path& source);
 
   // Every installed binary, sorted by bitstream id then version (newest first). Entries whose
@@ -46,8 +49,10 @@ class Repository {
   StatusOr<std::vector<Entry>> List(std::vector<std::string>* problems = nullptr) const;
 
   // Removes what `what` names: a checksum or a unique checksum prefix of at least 8 hex digits, a
-  // bitstream id (all its versions), or "bitstreamId@version". Returns what was removed; NOT_FOUND
-  // when nothing matches.
+  // bitstream id (all its versions), or "bitstreamId@version". A bitstream id wins over a checksum
+  // prefix that looks the same; a checksum removes even an entry whose manifest no longer parses
+  // (its Entry then has only checksum and manifest_path). Returns what was removed; NOT_FOUND when
+  // nothing matches, INVALID_ARGUMENT for a prefix that is too short or matches several.
   StatusOr<std::vector<Entry>> Remove(std::string_view what);
 
   // The current generation (0 when the repository was never written).
@@ -84,7 +89,9 @@ class Index {
   StatusOr<Provider> Resolve(std::string_view accelerator_id,
                              const std::vector<DevicePlatform>& devices) const;
 
-  // Up to 3 installed accelerator ids closest to `accelerator_id` by edit distance.
+  // Up to 3 installed accelerator ids closest to `accelerator_id` by edit distance (ignoring case,
+  // within a third of its length and at least 2), closest first; an id whose kernelId equals
+  // `accelerator_id` counts as distance 1.
   std::vector<std::string> Suggest(std::string_view accelerator_id) const;
 
   const std::vector<Entry>& entries() const { return entries_; }
@@ -99,4 +106,4 @@ class Index {
   std::map<std::string, std::vector<Slot>, std::less<>> slots_;  // by id, newest version first
 };
 
-}  // namespace atoll::repository
+}  // namespace atl::repository

@@ -13,18 +13,19 @@
 #include <sstream>
 #include <thread>
 
-namespace atoll::repository {
+namespace atl::repository {
 namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class TempDir {
  public:
   TempDir() {
     std::random_device random;
-    path_ = fs::temp_directory_path() /
-            ("atoll_repository_test_" + std::to_string(::getpid()) + "_" + std::to_string(random()));
+    path_ = fs::temp_directory_path() / ("atoll_repository_test_" + std::to_string(::getpid()) +
+                                         "_" + std::to_string(random()));
     fs::create_directories(path_);
   }
   TempDir(const TempDir&) = delete;
@@ -90,7 +91,8 @@ void WriteTarball(const fs::path& path, const std::vector<TarItem>& items) {
     archive_entry_set_filetype(entry, item.type);
     archive_entry_set_perm(entry, 0644);
     if (item.type == AE_IFLNK) archive_entry_set_symlink(entry, item.link.c_str());
-    if (item.type == AE_IFREG) archive_entry_set_size(entry, static_cast<la_int64_t>(item.contents.size()));
+    if (item.type == AE_IFREG)
+      archive_entry_set_size(entry, static_cast<la_int64_t>(item.contents.size()));
     ASSERT_EQ(archive_write_header(out, entry), ARCHIVE_OK) << archive_error_string(out);
     if (item.type == AE_IFREG && !item.contents.empty()) {
       archive_write_data(out, item.contents.data(), item.contents.size());
@@ -154,7 +156,8 @@ TEST_F(RepositoryTest, ManifestWithoutNameUsesTheOnlyOtherFile) {
   MakePackage(Source("two"), ManifestJson("vector", "2", "", ""), "b.bin");
   StatusOr<Entry> ambiguous = repository_.Install(Source("two"));
   EXPECT_EQ(ambiguous.status().code(), Code::kInvalidArgument);
-  EXPECT_THAT(ambiguous.status().message(), HasSubstr("several files could be the binary (a.bin, b.bin)"));
+  EXPECT_THAT(ambiguous.status().message(),
+              HasSubstr("several files could be the binary (a.bin, b.bin)"));
 
   MakePackage(Source("none"), ManifestJson("vector", "3", "", ""), "");
   EXPECT_EQ(repository_.Install(Source("none")).status().code(), Code::kNotFound);
@@ -167,9 +170,10 @@ TEST_F(RepositoryTest, InstallsTarballs) {
   fs::path plain = temp_.path() / "plain.tar";
   std::string src = Source("pkg").string();
   ASSERT_EQ(std::system(("tar -C '" + src + "' -czf '" + flat.string() + "' .").c_str()), 0);
-  ASSERT_EQ(std::system(("tar -C '" + Source("").string() + "' -czf '" + nested.string() + "' pkg")
-                            .c_str()),
-            0);
+  ASSERT_EQ(
+      std::system(
+          ("tar -C '" + Source("").string() + "' -czf '" + nested.string() + "' pkg").c_str()),
+      0);
   StatusOr<Entry> from_flat = repository_.Install(flat);
   ASSERT_TRUE(from_flat.ok()) << from_flat.status().ToString();
   EXPECT_EQ(ReadFile(from_flat->binary_path), "binary bytes");
@@ -179,8 +183,8 @@ TEST_F(RepositoryTest, InstallsTarballs) {
   EXPECT_EQ(again.status().code(), Code::kAlreadyExists) << again.status().ToString();
 
   MakePackage(Source("pkg2"), ManifestJson("vector", "2"));
-  ASSERT_EQ(std::system(("tar -C '" + Source("").string() + "' -cf '" + plain.string() + "' pkg2")
-                            .c_str()),
+  ASSERT_EQ(std::system(
+                ("tar -C '" + Source("").string() + "' -cf '" + plain.string() + "' pkg2").c_str()),
             0);
   StatusOr<Entry> from_plain = repository_.Install(plain);
   ASSERT_TRUE(from_plain.ok()) << from_plain.status().ToString();
@@ -216,9 +220,10 @@ TEST_F(RepositoryTest, TarballWithUnsafeEntriesIsRefused) {
       // A link that stays inside, used as a folder to write through.
       {{{"dir", AE_IFLNK, "", "."}, {"dir/x", AE_IFREG, "x", ""}}, "which is a link or a file"},
       // Each link stays inside on its own, but the chain resolves outside.
-      {{{"here", AE_IFLNK, "", "."},
+      {{{"a", AE_IFLNK, "", "."},
+        {"b", AE_IFLNK, "", "a/.."},
         {"bitstream.json", AE_IFREG, ManifestJson(), ""},
-        {"vector.so", AE_IFLNK, "", "here/../outside.so"}},
+        {"vector.so", AE_IFLNK, "", "b/../outside.so"}},
        "is a link that leads outside the tarball"},
   };
   WriteFile(temp_.path() / "repo" / "outside.so", "secret");
@@ -253,6 +258,27 @@ TEST_F(RepositoryTest, TarballWithoutManifestIsNotFound) {
   EXPECT_THAT(entry.status().message(), HasSubstr("no bitstream.json at the top"));
 }
 
+TEST_F(RepositoryTest, TarballErrorsNameTheTarballNotTheStagingFolder) {
+  std::string bad = ManifestJson();
+  bad.replace(bad.find(R"("type": "int")"), 13, R"("type": "itn")");
+  fs::path tarball = temp_.path() / "bad.tar";
+  WriteTarball(tarball,
+               {{"pkg/bitstream.json", AE_IFREG, bad, ""}, {"pkg/vector.so", AE_IFREG, "x", ""}});
+  StatusOr<Entry> entry = repository_.Install(tarball);
+  EXPECT_EQ(entry.status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(entry.status().message(),
+            tarball.string() +
+                ": pkg/bitstream.json: kernels[0].arguments[2].type: unknown type 'itn'; did you "
+                "mean 'int'?");
+
+  fs::path missing = temp_.path() / "missing.tar";
+  WriteTarball(missing, {{"bitstream.json", AE_IFREG, ManifestJson(), ""}});
+  entry = repository_.Install(missing);
+  EXPECT_EQ(entry.status().code(), Code::kNotFound);
+  EXPECT_THAT(entry.status().message(), HasSubstr(missing.string() + ": vector.so: the binary"));
+  EXPECT_THAT(entry.status().message(), Not(HasSubstr(".staging")));
+}
+
 TEST_F(RepositoryTest, NotATarball) {
   WriteFile(temp_.path() / "notes.txt", "hello");
   StatusOr<Entry> entry = repository_.Install(temp_.path() / "notes.txt");
@@ -279,7 +305,8 @@ TEST_F(RepositoryTest, MissingSourceAndBinaryAreNotFound) {
   MakePackage(Source("vector"), ManifestJson(), "");
   StatusOr<Entry> no_binary = repository_.Install(Source("vector"));
   EXPECT_EQ(no_binary.status().code(), Code::kNotFound);
-  EXPECT_THAT(no_binary.status().message(), HasSubstr("vector.so: the binary that bitstream.json names"));
+  EXPECT_THAT(no_binary.status().message(),
+              HasSubstr("vector.so: the binary that bitstream.json names"));
 
   fs::create_directories(Source("empty"));
   EXPECT_EQ(repository_.Install(Source("empty")).status().code(), Code::kNotFound);
@@ -291,7 +318,8 @@ TEST_F(RepositoryTest, MalformedManifestNamesTheField) {
   MakePackage(Source("bad"), bad);
   StatusOr<Entry> entry = repository_.Install(Source("bad"));
   EXPECT_EQ(entry.status().code(), Code::kInvalidArgument);
-  EXPECT_THAT(entry.status().message(), HasSubstr("bitstream.json: kernels[0].arguments[1].access"));
+  EXPECT_THAT(entry.status().message(),
+              HasSubstr("bitstream.json: kernels[0].arguments[1].access"));
   EXPECT_EQ(repository_.Generation(), 0u);
 }
 
@@ -304,8 +332,9 @@ TEST_F(RepositoryTest, InstallingTheManifestFileInstallsItsFolder) {
 
 TEST_F(RepositoryTest, ListSortsAndReportsProblems) {
   for (const char* version : {"1.9", "1.10", "1.2"}) {
-    ASSERT_TRUE(repository_.Install(MakePackage(Source(version), ManifestJson("vector", version),
-                                                "vector.so", version))
+    ASSERT_TRUE(repository_
+                    .Install(MakePackage(Source(version), ManifestJson("vector", version),
+                                         "vector.so", version))
                     .ok());
   }
   StatusOr<Entry> other =
@@ -434,11 +463,11 @@ Entry MakeEntry(const std::string& id, const std::string& version, const std::st
 }
 
 std::vector<Entry> ThreeVersions() {
-  return {MakeEntry("vector", "1", R"({"vendor": "xilinx", "name": "u250", "version": "xdma"})",
-                    "c1"),
-          MakeEntry("vector", "3", R"({"backend": "cuda", "name": "sm_90"})", "c3"),
-          MakeEntry("vector", "2", R"({"backend": "cpu"})", "c2"),
-          MakeEntry("matrix", "1", R"({"backend": "cpu"})", "m1")};
+  return {
+      MakeEntry("vector", "1", R"({"vendor": "xilinx", "name": "u250", "version": "xdma"})", "c1"),
+      MakeEntry("vector", "3", R"({"backend": "cuda", "name": "sm_90"})", "c3"),
+      MakeEntry("vector", "2", R"({"backend": "cpu"})", "c2"),
+      MakeEntry("matrix", "1", R"({"backend": "cpu"})", "m1")};
 }
 
 TEST(PlatformFits, MatchesGivenFields) {
@@ -493,8 +522,7 @@ TEST(Index, UnknownIdSuggestsCloseNames) {
   EXPECT_THAT(provider.status().message(),
               HasSubstr("no accelerator 'vector.additon' is installed; did you mean "
                         "'vector.addition'"));
-  EXPECT_EQ(index.Suggest("matrix.additio"),
-            (std::vector<std::string>{"matrix.addition", "vector.addition"}));
+  EXPECT_EQ(index.Suggest("matrix.additio"), std::vector<std::string>{"matrix.addition"});
   EXPECT_EQ(index.Suggest("addition"),
             (std::vector<std::string>{"matrix.addition", "vector.addition"}));
   EXPECT_TRUE(index.Suggest("completely.different").empty());
@@ -530,4 +558,4 @@ TEST(Index, ProvidersStayValidWhenMoved) {
 }
 
 }  // namespace
-}  // namespace atoll::repository
+}  // namespace atl::repository

@@ -7,7 +7,7 @@
 
 #include "repository/manifest_internal.h"
 
-namespace atoll::repository {
+namespace atl::repository {
 namespace {
 
 std::string Label(size_t index, const ArgumentSpec& spec) {
@@ -84,16 +84,29 @@ Status ReadCount(std::string_view accelerator, const KernelSpec& kernel, size_t 
                                 " but is not an integer scalar; fix the manifest");
   }
   bool is_signed = info->scalar_class == internal::ScalarClass::kSigned;
+  // Each branch converts on its own: a conditional expression would make int32_t unsigned.
   int64_t signed_value = 0;
   switch (arg.size_bytes) {
     case 1:
-      signed_value = is_signed ? Load<int8_t>(arg.scalar_data) : Load<uint8_t>(arg.scalar_data);
+      if (is_signed) {
+        signed_value = Load<int8_t>(arg.scalar_data);
+      } else {
+        signed_value = Load<uint8_t>(arg.scalar_data);
+      }
       break;
     case 2:
-      signed_value = is_signed ? Load<int16_t>(arg.scalar_data) : Load<uint16_t>(arg.scalar_data);
+      if (is_signed) {
+        signed_value = Load<int16_t>(arg.scalar_data);
+      } else {
+        signed_value = Load<uint16_t>(arg.scalar_data);
+      }
       break;
     case 4:
-      signed_value = is_signed ? Load<int32_t>(arg.scalar_data) : Load<uint32_t>(arg.scalar_data);
+      if (is_signed) {
+        signed_value = Load<int32_t>(arg.scalar_data);
+      } else {
+        signed_value = Load<uint32_t>(arg.scalar_data);
+      }
       break;
     default:
       if (!is_signed) {
@@ -151,11 +164,11 @@ Status CheckLength(std::string_view accelerator, const KernelSpec& kernel,
   std::string rule = spec.length + " = " + values;
   if (factors->size() > 1) rule += " = " + std::to_string(elements);
   if (args[index].size_bytes < needed_bytes) {
-    return InvalidArgumentError(
-        label + " must hold at least " + rule + " elements of " +
-        std::to_string(spec.element_bytes) + " bytes (" + std::to_string(needed_bytes) +
-        " bytes), got " + std::to_string(args[index].size_bytes / spec.element_bytes) +
-        " elements (" + std::to_string(args[index].size_bytes) + " bytes)");
+    return InvalidArgumentError(label + " must hold at least " + rule + " elements of " +
+                                std::to_string(spec.element_bytes) + " bytes (" +
+                                std::to_string(needed_bytes) + " bytes), got " +
+                                std::to_string(args[index].size_bytes / spec.element_bytes) +
+                                " elements (" + std::to_string(args[index].size_bytes) + " bytes)");
   }
   return OkStatus();
 }
@@ -180,4 +193,4 @@ Status CheckSignature(std::string_view accelerator, const KernelSpec& kernel,
   return OkStatus();
 }
 
-}  // namespace atoll::repository
+}  // namespace atl::repository

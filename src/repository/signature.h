@@ -9,13 +9,13 @@
 #include "common/status.h"
 #include "repository/manifest.h"
 
-namespace atoll::repository {
+namespace atl::repository {
 
 // One argument of a request as the daemon received it, already in index order.
 struct ArgValue {
   bool is_array = false;
-  uint64_t size_bytes = 0;             // array range size, or scalar byte count
-  const void* scalar_data = nullptr;   // scalars: the bytes
+  uint64_t size_bytes = 0;            // array range size, or scalar byte count
+  const void* scalar_data = nullptr;  // scalars: the bytes
 };
 
 // OK when `args` match `kernel`: count, array vs scalar, scalar size, array size a multiple of the
@@ -27,4 +27,4 @@ struct ArgValue {
 Status CheckSignature(std::string_view accelerator, const KernelSpec& kernel,
                       std::span<const ArgValue> args);
 
-}  // namespace atoll::repository
+}  // namespace atl::repository

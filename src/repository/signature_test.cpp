@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace atoll::repository {
+namespace atl::repository {
 namespace {
 
 using ::testing::HasSubstr;
@@ -43,9 +43,10 @@ std::string ErrorOf(const KernelSpec& kernel, const std::vector<ArgValue>& args)
 
 TEST(CheckSignature, AcceptsMatchingArguments) {
   int size = 100;
-  EXPECT_TRUE(CheckSignature("vector.addition", Vadd(),
-                             std::vector<ArgValue>{Array(400), Array(400), Array(400), Scalar(size)})
-                  .ok());
+  EXPECT_TRUE(
+      CheckSignature("vector.addition", Vadd(),
+                     std::vector<ArgValue>{Array(400), Array(400), Array(400), Scalar(size)})
+          .ok());
   EXPECT_TRUE(CheckSignature("vector.addition", Vadd(),
                              std::vector<ArgValue>{Array(0), Array(4), Array(8), Scalar(size)})
                   .ok());
@@ -161,4 +162,4 @@ TEST(CheckSignature, LengthOverflow) {
 }
 
 }  // namespace
-}  // namespace atoll::repository
+}  // namespace atl::repository

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-namespace atoll::scheduler {
+namespace atl::scheduler {
 
 Scheduler::Scheduler(std::vector<DeviceConfig> devices) {
   for (const auto& config : devices) {
@@ -139,4 +139,4 @@ DeviceStats Scheduler::Stats(uint32_t device) const {
   return s;
 }
 
-}  // namespace atoll::scheduler
+}  // namespace atl::scheduler

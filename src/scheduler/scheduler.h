@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-namespace atoll::scheduler {
+namespace atl::scheduler {
 
 using JobId = uint64_t;
 
@@ -90,4 +90,4 @@ class Scheduler {
   uint64_t free_units_ = 0;
 };
 
-}  // namespace atoll::scheduler
+}  // namespace atl::scheduler

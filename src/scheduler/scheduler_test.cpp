@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-namespace atoll::scheduler {
+namespace atl::scheduler {
 namespace {
 
 Job MakeJob(JobId id, std::string binary, std::vector<uint32_t> devices) {
@@ -104,4 +104,4 @@ TEST(Scheduler, ForgetBinaryForcesReprogramming) {
 }
 
 }  // namespace
-}  // namespace atoll::scheduler
+}  // namespace atl::scheduler

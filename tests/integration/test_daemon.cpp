@@ -1,0 +1,111 @@
+#include "test_daemon.h"
+
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include "repository/repository.h"
+
+namespace atl::testing {
+
+namespace fs = std::filesystem;
+
+std::string TestDaemon::AcceleratorFolder(const std::string& name) {
+  std::string base = ATOLL_TEST_ACCELERATOR_DIR;
+  return base + "/" + name;
+}
+
+std::string TestDaemon::CliPath() { return ATOLL_TEST_CLI; }
+
+TestDaemon::TestDaemon() : TestDaemon(Options{}) {}
+
+TestDaemon::TestDaemon(Options options) {
+  char templ[] = "/tmp/atoll-test-XXXXXX";
+  if (::mkdtemp(templ) == nullptr) throw std::runtime_error("mkdtemp failed");
+  folder_ = templ;
+  socket_ = folder_ + "/atolld.sock";
+  repository_ = folder_ + "/repository";
+  log_path_ = folder_ + "/atolld.log";
+  repository::Repository repo(repository_);
+  for (const auto& name : options.install) {
+    auto entry = repo.Install(AcceleratorFolder(name));
+    if (!entry.ok()) throw std::runtime_error("install " + name + ": " + entry.status().message());
+  }
+  std::string config_path = folder_ + "/atolld.json";
+  std::ofstream(config_path) << options.config_json;
+
+  std::vector<std::string> args = {ATOLL_TEST_ATOLLD,  "--config",     config_path,
+                                   "--socket",         socket_,        "--repository",
+                                   repository_,        "--backend-dir", ATOLL_TEST_BACKEND_DIR,
+                                   "--log-level",      "debug"};
+  for (const auto& a : options.extra_args) args.push_back(a);
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    FILE* log = std::freopen(log_path_.c_str(), "w", stderr);
+    (void)log;
+    ::execv(argv[0], argv.data());
+    std::_Exit(127);
+  }
+  // Ready when the socket accepts a connection.
+  for (int i = 0; i < 500; ++i) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      throw std::runtime_error("atolld exited at start: " + log());
+    }
+    int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", socket_.c_str());
+    bool up = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    ::close(fd);
+    if (up) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (options.set_environment) ::setenv("ATOLL_SOCKET", socket_.c_str(), 1);
+}
+
+std::string TestDaemon::log() const {
+  std::ifstream in(log_path_);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+int TestDaemon::Stop() {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, SIGTERM);
+  int status = 0;
+  for (int i = 0; i < 1000; ++i) {
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return -1;
+}
+
+TestDaemon::~TestDaemon() {
+  Stop();
+  std::error_code ec;
+  fs::remove_all(folder_, ec);
+}
+
+}  // namespace atl::testing
