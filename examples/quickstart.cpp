@@ -67,8 +67,7 @@ int main(int argc, char** argv) {
     float factor = 1.0f / 16;
     short bias = 0;
     atoll::request blur("vision.filter2d");
-    blur.arg(coefficients).arg(size).arg(factor).arg(bias).arg(width).arg(height).arg(src).arg(
-        dst);
+    blur.arg(coefficients).arg(size).arg(factor).arg(bias).arg(width).arg(height).arg(src).arg(dst);
     begin = std::chrono::steady_clock::now();
     atoll::submit(blur).get();
     double blur_ms = Milliseconds(std::chrono::steady_clock::now() - begin);
@@ -76,9 +75,10 @@ int main(int argc, char** argv) {
     std::printf("vector.subtraction: %s\n", wrong == 0 ? "correct" : "WRONG");
     std::printf("vision.filter2d 3x3 on %dx%d: dst[1000] = %d (%.3f ms)\n", width, height,
                 dst[1000], blur_ms);
-    std::printf("timing: first call %.3f ms (loads the binary), then %.3f ms per call through "
-                "atolld vs %.3f ms for the same loop in-process\n",
-                first_ms, atoll_ms, direct_ms);
+    std::printf(
+        "timing: first call %.3f ms (loads the binary), then %.3f ms per call through "
+        "atolld vs %.3f ms for the same loop in-process\n",
+        first_ms, atoll_ms, direct_ms);
     return wrong == 0 ? 0 : 1;
   } catch (const atoll::error& e) {
     std::fprintf(stderr, "quickstart: %s\n", e.what());

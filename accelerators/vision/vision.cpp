@@ -20,15 +20,15 @@ constexpr ptrdiff_t kChunk = 256;
 
 // `sum` is exact in int32 (25 * 32768 * 255 < 2^31) and sum * factor is exact in double (at
 // most 28 + 24 significant bits), so the result does not depend on how the compiler contracts
-// the arithmetic. For 0 <= v, trunc(2v) is 2 trunc(v) plus 1 exactly when v's fraction is at
-// least one half, so (trunc(2v) + 1) / 2 rounds half away from zero, exactly (2v is exact) and
-// without a branch or a libm call, which lets the row loop vectorise.
+// the arithmetic. For v >= 0, trunc(2v) is 2 trunc(v) plus 1 exactly when v's fraction is at
+// least one half, so (trunc(2v) + 1) / 2 rounds half away from zero, exactly (doubling is exact)
+// and without a branch or a libm call. Doubling before the clamp, and plain selects rather than
+// std::min/max, are what let GCC vectorise the row loop.
 inline uint8_t Pixel(int32_t sum, double factor, double bias) {
-  double value = static_cast<double>(sum) * factor + bias;
-  // Plain selects, not std::min/max, which GCC does not vectorise here.
-  value = value < 0.0 ? 0.0 : value;
-  value = value > 255.0 ? 255.0 : value;
-  return static_cast<uint8_t>((static_cast<int32_t>(2.0 * value) + 1) >> 1);
+  double twice = 2.0 * (static_cast<double>(sum) * factor + bias);
+  twice = twice < 0.0 ? 0.0 : twice;
+  twice = twice > 510.0 ? 510.0 : twice;
+  return static_cast<uint8_t>((static_cast<int32_t>(twice) + 1) >> 1);
 }
 
 // The sum at (x, y) with bounds checks, for pixels whose window leaves the image.

@@ -47,12 +47,14 @@ struct Device {
 };
 
 struct Program {
-  Program(void* loaded, std::string binary) : handle(loaded), path(std::move(binary)) {}
-  ~Program() { dlclose(handle); }
+  explicit Program(std::string binary) : path(std::move(binary)) {}
+  ~Program() {
+    if (handle != nullptr) dlclose(handle);
+  }
   Program(const Program&) = delete;
   Program& operator=(const Program&) = delete;
 
-  void* handle;
+  void* handle = nullptr;
   std::string path;
   std::map<std::string, std::unique_ptr<Kernel>, std::less<>> kernels;
 };
@@ -241,8 +243,8 @@ int ProgramBinary(void* backend, uint32_t device, const char* path, void** progr
     std::string binary = path;
     // Without a slash dlopen would search the library path and could load an unrelated library.
     std::string load_path = binary.find('/') == std::string::npos ? "./" + binary : binary;
-    struct stat status;
-    if (stat(load_path.c_str(), &status) != 0) {
+    struct stat file;
+    if (stat(load_path.c_str(), &file) != 0) {
       int saved = errno;
       int code = (saved == ENOENT || saved == ENOTDIR) ? ATOLL_NOT_FOUND
                  : saved == EACCES                     ? ATOLL_PERMISSION_DENIED
@@ -250,11 +252,14 @@ int ProgramBinary(void* backend, uint32_t device, const char* path, void** progr
       return Fail(error, error_size, code,
                   "binary '" + binary + "' cannot be opened: " + std::strerror(saved));
     }
-    if (!S_ISREG(status.st_mode)) {
+    if (!S_ISREG(file.st_mode)) {
       return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
                   "binary '" + binary + "' is not a regular file; a cpu binary is a .so file");
     }
+    // Allocated first, so that no failure after dlopen can leak the library.
+    auto loaded = std::make_unique<Program>(binary);
     void* handle = dlopen(load_path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    loaded->handle = handle;
     if (handle == nullptr) {
       const char* reason = dlerror();
       return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
@@ -262,7 +267,6 @@ int ProgramBinary(void* backend, uint32_t device, const char* path, void** progr
                       (reason != nullptr ? reason : "unknown dlopen error") +
                       "; a cpu binary is a .so of kernels built with atoll/cpu_kernel.h");
     }
-    auto loaded = std::make_unique<Program>(handle, binary);
     dlerror();
     void* symbol = dlsym(handle, kAbiVersionSymbol);
     if (symbol == nullptr) {

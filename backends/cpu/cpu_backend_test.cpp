@@ -154,6 +154,9 @@ TEST_F(CpuBackend, ProgramReportsAMissingFileAsNotFound) {
   EXPECT_EQ(Program(backend.get(), "/nonexistent/vector.so", &program, &message), ATOLL_NOT_FOUND);
   EXPECT_EQ(program, nullptr);
   EXPECT_THAT(message, HasSubstr("/nonexistent/vector.so"));
+  // A bare file name is looked up in the working folder, never in the library search path.
+  EXPECT_EQ(Program(backend.get(), "libc.so.6", &program, &message), ATOLL_NOT_FOUND);
+  EXPECT_THAT(message, HasSubstr("'libc.so.6'"));
 }
 
 TEST_F(CpuBackend, ProgramRejectsAFileThatIsNotASharedLibrary) {

@@ -6,7 +6,8 @@
  * `atolld` (atoll_submit) and waits for its response (atoll_response_*).
  *
  * Thread safety: every function may be called from any thread. One request or response handle
- * must not be used by two threads at once, except atoll_response_cancel, which may race with a wait.
+ * must not be used by two threads at once, except atoll_response_cancel, which may race with a
+ * wait.
  *
  * Errors: functions that return atoll_status_code return ATOLL_OK (0) on success; on failure they
  * also set errno to the closest POSIX value and record a message for atoll_last_error(). Functions
@@ -94,7 +95,8 @@ ATOLL_EXPORT atoll_status_code atoll_request_arg_scalar(atoll_request request, s
 
 /* The request fails with ATOLL_DEADLINE_EXCEEDED if it has not completed `timeout_ms` after
  * submission; 0 (the default) means no deadline. */
-ATOLL_EXPORT atoll_status_code atoll_request_set_timeout(atoll_request request, uint64_t timeout_ms);
+ATOLL_EXPORT atoll_status_code atoll_request_set_timeout(atoll_request request,
+                                                         uint64_t timeout_ms);
 
 /* Writes a one-line description ("vector.addition(a: array 4096 B, ...)") into `str`, like
  * snprintf: returns the length it needed, or -1 with errno on error. */

@@ -94,13 +94,13 @@ struct ATOLL_EXPORT atoll {
       return arg_array(index, v.data(), v.data() + v.size());
     }
     // A trivially copyable value: passed as a scalar.
-    template <typename T, typename = std::enable_if_t<std::is_trivially_copyable_v<T> &&
-                                                      !std::is_pointer_v<T>>>
+    template <typename T,
+              typename = std::enable_if_t<std::is_trivially_copyable_v<T> && !std::is_pointer_v<T>>>
     request& arg(const T& value) {
       return arg_scalar(&value, sizeof(T));
     }
-    template <typename T, typename = std::enable_if_t<std::is_trivially_copyable_v<T> &&
-                                                      !std::is_pointer_v<T>>>
+    template <typename T,
+              typename = std::enable_if_t<std::is_trivially_copyable_v<T> && !std::is_pointer_v<T>>>
     request& arg(uint32_t index, const T& value) {
       return arg_scalar(index, &value, sizeof(T));
     }

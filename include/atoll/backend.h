@@ -43,7 +43,7 @@ typedef struct atoll_backend_device_info_v1 {
   int64_t global_memory_bytes;
   int64_t temperature_c;
   int64_t power_mw;
-  uint32_t compute_units;   /* compute units that may run kernels at once */
+  uint32_t compute_units;    /* compute units that may run kernels at once */
   uint32_t binaries_at_once; /* binaries the device holds at once (1 for an FPGA; 0 = no limit) */
 } atoll_backend_device_info_v1;
 

@@ -42,14 +42,14 @@ typedef int (*atoll_cpu_kernel_fn)(const atoll_cpu_arg* args, uint32_t arg_count
 #endif
 
 /* Defines kernel NAME with the right linkage and signature. */
-#define ATOLL_CPU_KERNEL(NAME)                                                               \
-  ATOLL_CPU_EXTERN_C __attribute__((visibility("default"))) int atoll_kernel_##NAME(                           \
+#define ATOLL_CPU_KERNEL(NAME)                                                       \
+  ATOLL_CPU_EXTERN_C __attribute__((visibility("default"))) int atoll_kernel_##NAME( \
       const atoll_cpu_arg* args, uint32_t arg_count, char* error, size_t error_size)
 
 /* Put once in each binary. */
-#define ATOLL_CPU_BINARY()                                                                   \
-  ATOLL_CPU_EXTERN_C __attribute__((visibility("default"))) uint32_t atoll_cpu_abi_version(void) {              \
-    return ATOLL_CPU_ABI_VERSION;                                                            \
+#define ATOLL_CPU_BINARY()                                                                         \
+  ATOLL_CPU_EXTERN_C __attribute__((visibility("default"))) uint32_t atoll_cpu_abi_version(void) { \
+    return ATOLL_CPU_ABI_VERSION;                                                                  \
   }
 
 #ifdef __cplusplus

@@ -27,8 +27,8 @@ StatusOr<std::unique_ptr<Plugin>> Plugin::Load(const std::filesystem::path& path
     return FailedPreconditionError("cannot load backend plugin '" + path.string() +
                                    "': " + (why ? why : "dlopen failed"));
   }
-  auto get = reinterpret_cast<atoll_backend_get_v1_fn>(
-      ::dlsym(plugin->library_, ATOLL_BACKEND_ENTRY_V1));
+  auto get =
+      reinterpret_cast<atoll_backend_get_v1_fn>(::dlsym(plugin->library_, ATOLL_BACKEND_ENTRY_V1));
   if (get == nullptr) {
     return FailedPreconditionError("'" + path.string() + "' is not an Atoll backend: it does " +
                                    "not export " ATOLL_BACKEND_ENTRY_V1);
@@ -102,7 +102,8 @@ Status Plugin::Launch(uint32_t device, uint32_t compute_unit, void* kernel,
   char error[kErrorBytes] = "";
   int rc = table_->launch(backend_, device, compute_unit, kernel, args, arg_count, done, user,
                           error, sizeof(error));
-  if (rc != 0) return FromAbi(rc, error, "launch on " + name_ + " device " + std::to_string(device));
+  if (rc != 0)
+    return FromAbi(rc, error, "launch on " + name_ + " device " + std::to_string(device));
   return OkStatus();
 }
 

@@ -63,7 +63,7 @@ json EntriesToJson(const std::vector<atl::repository::Entry>& entries) {
         if (a.kind == atl::repository::ArgKind::kArray) {
           arg["access"] = a.access == atl::repository::Access::kRead    ? "r"
                           : a.access == atl::repository::Access::kWrite ? "w"
-                                                                          : "rw";
+                                                                        : "rw";
           if (!a.length.empty()) arg["length"] = a.length;
         }
         args.push_back(std::move(arg));
@@ -94,15 +94,21 @@ std::string FormatBytes(int64_t bytes) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"atoll: install accelerators, inspect the daemon and run accelerators from the "
-               "shell.\nThe daemon is found at $ATOLL_SOCKET, else " ATOLL_DEFAULT_SOCKET "; the "
-               "repository at $ATOLL_REPOSITORY, else /var/lib/atoll/repository.",
-               "atoll"};
+  CLI::App app{
+      "atoll: install accelerators, inspect the daemon and run accelerators from the "
+      "shell.\nThe daemon is found at $ATOLL_SOCKET, else " ATOLL_DEFAULT_SOCKET
+      "; the "
+      "repository at $ATOLL_REPOSITORY, else /var/lib/atoll/repository.",
+      "atoll"};
   app.require_subcommand(1);
+  // CLI11 2.1 hands what follows `atoll daemon --` to the top level rather than to `daemon`, so
+  // the top level takes extras too; every other subcommand refuses them after parsing.
+  app.allow_extras();
   std::string socket;
   std::string repository = DefaultRepository();
   app.add_option("-s,--socket", socket, "daemon socket (overrides $ATOLL_SOCKET)");
-  app.add_option("-r,--repository", repository, "repository folder (overrides $ATOLL_REPOSITORY)");
+  auto* repository_option = app.add_option("-r,--repository", repository,
+                                           "repository folder (overrides $ATOLL_REPOSITORY)");
 
   auto* daemon = app.add_subcommand("daemon", "run atolld (arguments after -- go to it)");
   daemon->allow_extras();
@@ -111,7 +117,8 @@ int main(int argc, char** argv) {
   auto* install = app.add_subcommand(
       "install", "install binaries: folders with a bitstream.json, or tarballs of such folders");
   install->add_option("path", install_paths, "folder or tarball (.tar, .tar.gz, .tgz)")
-      ->required()->check(CLI::ExistingPath);
+      ->required()
+      ->check(CLI::ExistingPath);
 
   bool list_json = false;
   auto* list = app.add_subcommand("list", "list installed accelerators and their signatures");
@@ -145,17 +152,22 @@ int main(int argc, char** argv) {
   run->add_flag("-q,--quiet", run_quiet, "do not print the elapsed time");
 
   CLI11_PARSE(app, argc, argv);
+  if (!*daemon && !app.remaining(true).empty()) {
+    return app.exit(CLI::ExtrasError(app.remaining(true)));
+  }
   if (!socket.empty()) ::setenv("ATOLL_SOCKET", socket.c_str(), 1);
 
   if (*daemon) {
     fs::path self = fs::read_symlink("/proc/self/exe").parent_path();
     std::string atolld = (self / "atolld").string();
-    std::vector<std::string> extra = daemon->remaining();
+    std::vector<std::string> extra = daemon->remaining();  // before `--`, then after it
+    for (auto& e : app.remaining()) extra.push_back(e);
     std::vector<char*> args{atolld.data()};
     std::string socket_flag = "--socket=" + socket;
     std::string repo_flag = "--repository=" + repository;
     if (!socket.empty()) args.push_back(socket_flag.data());
-    args.push_back(repo_flag.data());
+    // atolld reads $ATOLL_REPOSITORY and its configuration file itself; a flag would override both.
+    if (repository_option->count() > 0) args.push_back(repo_flag.data());
     for (auto& e : extra) args.push_back(e.data());
     args.push_back(nullptr);
     ::execv(atolld.c_str(), args.data());
@@ -199,7 +211,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     std::cout << std::left << std::setw(28) << "ACCELERATOR" << std::setw(9) << "VERSION"
-              << std::setw(9) << "BACKEND" << std::setw(14) << "CHECKSUM" << "SIGNATURE\n";
+              << std::setw(9) << "BACKEND" << std::setw(14) << "CHECKSUM"
+              << "SIGNATURE\n";
     for (const auto& a : all) {
       std::cout << std::setw(28) << a.value("id", "") << std::setw(9) << a.value("version", "")
                 << std::setw(9) << a["platform"].value("backend", "") << std::setw(14)
@@ -225,7 +238,8 @@ int main(int argc, char** argv) {
     }
     std::cout << std::left << std::setw(4) << "#" << std::setw(8) << "BACKEND" << std::setw(34)
               << "NAME" << std::setw(22) << "PLATFORM" << std::setw(11) << "MEMORY" << std::setw(8)
-              << "CUS" << "LOADED\n";
+              << "CUS"
+              << "LOADED\n";
     for (const auto& d : *all) {
       std::string platform = d["platform"].value("vendor", "") + "/" +
                              d["platform"].value("name", "") + "/" +
@@ -252,8 +266,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     const json& r = (*s)["requests"];
-    std::cout << "atolld " << s->value("version", "") << " (pid " << s->value("pid", 0)
-              << "), up " << s->value("uptime_s", 0) << " s\n"
+    std::cout << "atolld " << s->value("version", "") << " (pid " << s->value("pid", 0) << "), up "
+              << s->value("uptime_s", 0) << " s\n"
               << "connections: " << s->value("connections", 0) << "\n"
               << "requests:    " << r.value("completed", 0) << " completed, "
               << r.value("failed", 0) << " failed, " << r.value("rejected", 0) << " rejected, "

@@ -19,26 +19,31 @@ namespace {
 
 using nlohmann::json;
 
-std::string Normalise(std::string type) {
-  std::string out;
-  bool space = false;
+// A type as the manifest parser reads it: words one space apart, '*' attached, and "const"
+// dropped wherever it stands ("const unsigned  char *" -> "unsigned char*").
+std::string Normalise(const std::string& type) {
+  std::string out, word;
+  auto flush = [&] {
+    if (!word.empty() && word != "const") out += (out.empty() ? "" : " ") + word;
+    word.clear();
+  };
   for (char c : type) {
-    if (c == ' ' || c == '\t') {
-      space = !out.empty();
-      continue;
+    if (std::isspace(static_cast<unsigned char>(c)) || c == '*') {
+      flush();
+      if (c == '*') out += '*';
+    } else {
+      word += c;
     }
-    if (space && c != '*') out += ' ';
-    space = false;
-    out += c;
   }
+  flush();
   return out;
 }
 
 bool IsFloating(const std::string& type) { return type == "float" || type == "double"; }
 
 bool IsUnsigned(const std::string& type) {
-  return type.rfind("unsigned", 0) == 0 || type.rfind("uint", 0) == 0 || type == "size_t" ||
-         type == "bool";
+  return type.rfind("unsigned", 0) == 0 || type.rfind("uint", 0) == 0 || type == "uchar" ||
+         type == "ushort" || type == "ulong" || type == "size_t" || type == "bool";
 }
 
 StatusOr<std::string> ParseScalar(const std::string& type, uint64_t bytes,
@@ -66,15 +71,15 @@ StatusOr<std::string> ParseScalar(const std::string& type, uint64_t bytes,
     unsigned long long v = std::strtoull(text.c_str(), &end, 0);
     if (end == text.c_str() || *end != '\0' || errno == ERANGE ||
         (bytes < 8 && v >> (bytes * 8) != 0)) {
-      return InvalidArgumentError("'" + text + "' is not a " + type + " (" +
-                                  std::to_string(bytes) + " bytes)");
+      return InvalidArgumentError("'" + text + "' is not a " + type + " (" + std::to_string(bytes) +
+                                  " bytes)");
     }
     std::memcpy(out.data(), &v, bytes);  // little-endian: the low bytes come first
     return out;
   }
   long long v = std::strtoll(text.c_str(), &end, 0);
-  long long limit = bytes >= 8 ? std::numeric_limits<long long>::max()
-                               : (1LL << (bytes * 8 - 1)) - 1;
+  long long limit =
+      bytes >= 8 ? std::numeric_limits<long long>::max() : (1LL << (bytes * 8 - 1)) - 1;
   if (end == text.c_str() || *end != '\0' || errno == ERANGE || v > limit || v < -limit - 1) {
     return InvalidArgumentError("'" + text + "' is not a " + type + " (" + std::to_string(bytes) +
                                 " bytes)");
@@ -102,8 +107,7 @@ StatusOr<uint64_t> EvaluateLength(const std::string& rule, const json& arguments
         const RunArgument& a = parsed[i];
         int64_t v = 0;
         std::memcpy(&v, a.scalar.data(), std::min<size_t>(a.scalar.size(), 8));
-        if (a.scalar.size() < 8 && !IsUnsigned(a.type) &&
-            (a.scalar.back() & 0x80) != 0) {
+        if (a.scalar.size() < 8 && !IsUnsigned(a.type) && (a.scalar.back() & 0x80) != 0) {
           return InvalidArgumentError("length rule '" + rule + "': '" + term + "' is negative");
         }
         if (a.scalar.size() < 8) v &= (int64_t{1} << (a.scalar.size() * 8)) - 1;
@@ -132,7 +136,7 @@ StatusOr<std::vector<RunArgument>> ParseRunArguments(const json& signature,
     for (const auto& a : arguments) {
       std::string t = a.value("type", "");
       usage += " " + (t.find('*') != std::string::npos ? "@" + a.value("name", "") + ".bin"
-                                                         : "<" + a.value("name", "") + ">");
+                                                       : "<" + a.value("name", "") + ">");
     }
     return InvalidArgumentError(id + " takes " + std::to_string(arguments.size()) +
                                 " arguments, got " + std::to_string(values.size()) +
@@ -145,8 +149,8 @@ StatusOr<std::vector<RunArgument>> ParseRunArguments(const json& signature,
       const json& spec = arguments[i];
       std::string type = Normalise(spec.value("type", ""));
       const std::string name = spec.value("name", "");
-      const std::string where = id + ": argument " + std::to_string(i) + " '" + name + "' (" +
-                                type + "): ";
+      const std::string where =
+          id + ": argument " + std::to_string(i) + " '" + name + "' (" + type + "): ";
       bool is_array = !type.empty() && type.back() == '*';
       if ((pass == 0) == is_array) continue;
       RunArgument& a = out[i];
@@ -165,8 +169,10 @@ StatusOr<std::vector<RunArgument>> ParseRunArguments(const json& signature,
       a.access = access == "r" ? 'r' : access == "w" ? 'w' : 'b';
       const std::string& v = values[i];
       if (v.size() < 2 || v[0] != '@') {
-        return InvalidArgumentError(where + "an array is given as @FILE (or @FILE:BYTES for an "
-                                            "output), got '" + v + "'");
+        return InvalidArgumentError(where +
+                                    "an array is given as @FILE (or @FILE:BYTES for an "
+                                    "output), got '" +
+                                    v + "'");
       }
       std::string path = v.substr(1);
       bool sized = false;
@@ -195,7 +201,8 @@ StatusOr<std::vector<RunArgument>> ParseRunArguments(const json& signature,
         auto elements = EvaluateLength(rule, arguments, out);
         if (!elements.ok()) return InvalidArgumentError(where + elements.status().message());
         auto element_bytes = repository::ScalarTypeBytes(a.type);
-        if (!element_bytes.ok()) return InvalidArgumentError(where + element_bytes.status().message());
+        if (!element_bytes.ok())
+          return InvalidArgumentError(where + element_bytes.status().message());
         a.size_bytes = *elements * *element_bytes;
       }
     }
@@ -247,8 +254,8 @@ Status Run(const std::string& accelerator, const std::vector<RunArgument>& args,
   if (rc != ATOLL_OK) return Status(static_cast<Code>(rc), atoll_last_error());
   rc = atoll_response_wait(response);
   auto elapsed = std::chrono::steady_clock::now() - begin;
-  Status result = rc == ATOLL_OK ? OkStatus()
-                                 : Status(static_cast<Code>(rc), atoll_response_message(response));
+  Status result =
+      rc == ATOLL_OK ? OkStatus() : Status(static_cast<Code>(rc), atoll_response_message(response));
   atoll_response_release(response);
   if (!result.ok()) return result;
 

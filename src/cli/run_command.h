@@ -15,15 +15,15 @@ namespace atl::cli {
 struct RunArgument {
   bool is_array = false;
   std::string type;
-  char access = 'r';      // arrays: 'r', 'w' or 'b' (both)
-  std::string path;       // arrays
+  char access = 'r';        // arrays: 'r', 'w' or 'b' (both)
+  std::string path;         // arrays
   uint64_t size_bytes = 0;  // arrays: from the file, "@FILE:BYTES", or the length rule
-  std::string scalar;     // scalars: the value's bytes
+  std::string scalar;       // scalars: the value's bytes
 };
 
-// Matches `values` to `signature` (the daemon's JSON for one accelerator: {"id", "arguments": [...]}).
-// Scalars parse as their C type (range-checked); arrays are "@FILE" or "@FILE:BYTES". Errors name
-// the argument and say what was expected.
+// Matches `values` to `signature` (the daemon's JSON for one accelerator: {"id", "arguments":
+// [...]}). Scalars parse as their C type (range-checked); arrays are "@FILE" or "@FILE:BYTES".
+// Errors name the argument and say what was expected.
 StatusOr<std::vector<RunArgument>> ParseRunArguments(const nlohmann::json& signature,
                                                      const std::vector<std::string>& values);
 

@@ -71,8 +71,9 @@ StatusOr<std::shared_ptr<const Buffer>> ReleaseBuffer(void* base) {
   std::unique_lock lock(table.mutex);
   auto it = table.by_base.find(reinterpret_cast<uintptr_t>(base));
   if (it == table.by_base.end()) {
-    return NotFoundError("pointer is not the start of an Atoll buffer (already freed, or not "
-                         "allocated with atoll_alloc)");
+    return NotFoundError(
+        "pointer is not the start of an Atoll buffer (already freed, or not "
+        "allocated with atoll_alloc)");
   }
   auto buffer = std::move(it->second);
   table.by_base.erase(it);
@@ -103,8 +104,8 @@ StatusOr<BufferRange> FindRange(const void* data, size_t size_bytes) {
   const auto& buffer = it->second;
   uint64_t offset = address - it->first;
   // A zero-size buffer still owns its first byte's address, so an empty range there is fine.
-  if (offset > buffer->size_bytes || (offset == buffer->size_bytes && buffer->size_bytes != 0 &&
-                                      size_bytes != 0)) {
+  if (offset > buffer->size_bytes ||
+      (offset == buffer->size_bytes && buffer->size_bytes != 0 && size_bytes != 0)) {
     return InvalidArgumentError(
         "pointer is not inside any Atoll buffer: allocate arrays with atoll_alloc, "
         "atoll::vector or inaccel::vector (a freed buffer cannot be used)");

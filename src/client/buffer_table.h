@@ -14,8 +14,8 @@ struct Buffer {
   uint64_t id = 0;  // unique in this process, never reused
   int fd = -1;      // owned: closed when the Buffer is destroyed
   void* base = nullptr;
-  size_t size_bytes = 0;     // what the caller asked for
-  size_t mapped_bytes = 0;   // what is mapped (>= size_bytes, at least one page)
+  size_t size_bytes = 0;    // what the caller asked for
+  size_t mapped_bytes = 0;  // what is mapped (>= size_bytes, at least one page)
   ~Buffer();
 };
 

@@ -130,8 +130,8 @@ atoll_status_code atoll_request_arg_scalar(atoll_request request, size_t size_by
 atoll_status_code atoll_request_set_timeout(atoll_request request, uint64_t timeout_ms) {
   if (request == nullptr) return Fail(atl::InvalidArgumentError("request is NULL"));
   if (timeout_ms > UINT64_MAX / 1000) {
-    return Fail(atl::InvalidArgumentError("timeout of " + std::to_string(timeout_ms) +
-                                            " ms is too large"));
+    return Fail(
+        atl::InvalidArgumentError("timeout of " + std::to_string(timeout_ms) + " ms is too large"));
   }
   request->request.set_timeout_us(timeout_ms * 1000);
   return Succeed();

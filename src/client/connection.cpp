@@ -67,9 +67,10 @@ struct Connection::Live {
   std::atomic<bool> closed{false};
   std::atomic<uint64_t> next_id{1};
   std::mutex pending_mutex;
-  std::unordered_map<uint64_t, std::shared_ptr<ResponseState>> pending;  // GUARDED_BY(pending_mutex)
+  std::unordered_map<uint64_t, std::shared_ptr<ResponseState>>
+      pending;                                // GUARDED_BY(pending_mutex)
   std::unordered_set<uint64_t> sent_buffers;  // GUARDED_BY(Connection::send_mutex_)
-  std::string encode_scratch;                  // GUARDED_BY(Connection::send_mutex_)
+  std::string encode_scratch;                 // GUARDED_BY(Connection::send_mutex_)
 };
 
 Connection& Connection::Default() {
@@ -287,8 +288,8 @@ StatusOr<std::string> Connection::Query(int kind, uint64_t timeout_ms) {
     }
   }
   if (!state->WaitFor(timeout_ms)) {
-    return Status(Code::kDeadlineExceeded, "the Atoll daemon did not answer within " +
-                                               std::to_string(timeout_ms) + " ms");
+    return Status(Code::kDeadlineExceeded,
+                  "the Atoll daemon did not answer within " + std::to_string(timeout_ms) + " ms");
   }
   if (!state->status().ok()) return state->status();
   return state->payload();

@@ -49,9 +49,9 @@ class ResponseState {
 struct ArgumentValue {
   uint32_t index = 0;
   bool is_array = false;
-  BufferRange range;    // arrays
+  BufferRange range;  // arrays
   uint64_t size_bytes = 0;
-  std::string scalar;   // scalars
+  std::string scalar;  // scalars
 };
 
 class Connection {

@@ -47,7 +47,8 @@ StatusOr<std::shared_ptr<ResponseState>> Request::Submit(bool with_future,
     if (index != expected) {
       return InvalidArgumentError(accelerator_ + ": argument " + std::to_string(expected) +
                                   " is missing (arguments must be numbered 0, 1, 2, ... without "
-                                  "gaps; the next one set is " + std::to_string(index) + ")");
+                                  "gaps; the next one set is " +
+                                  std::to_string(index) + ")");
     }
     ++expected;
     ArgumentValue value;

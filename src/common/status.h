@@ -80,7 +80,7 @@ template <typename T>
 class [[nodiscard]] StatusOr {
  public:
   StatusOr(Status status) : status_(std::move(status)) { assert(!status_.ok()); }  // NOLINT
-  StatusOr(T value) : value_(std::move(value)) {}                                 // NOLINT
+  StatusOr(T value) : value_(std::move(value)) {}                                  // NOLINT
 
   bool ok() const { return status_.ok(); }
   const Status& status() const { return status_; }
@@ -101,7 +101,7 @@ class [[nodiscard]] StatusOr {
 
 #define ATOLL_RETURN_IF_ERROR(expr)      \
   do {                                   \
-    ::atl::Status status__ = (expr);   \
+    ::atl::Status status__ = (expr);     \
     if (!status__.ok()) return status__; \
   } while (0)
 

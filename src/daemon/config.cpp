@@ -37,9 +37,14 @@ StatusOr<Config> ParseConfig(const std::string& json_text) {
     return InvalidArgumentError(std::string("configuration is not valid JSON: ") + e.what());
   }
   if (!j.is_object()) return InvalidArgumentError("configuration must be a JSON object");
-  static const char* const kKnown[] = {"socket",      "socket_mode",       "repository",
-                                       "backend_dirs", "backends",         "log_level",
-                                       "shutdown_grace_ms", "max_connections",
+  static const char* const kKnown[] = {"socket",
+                                       "socket_mode",
+                                       "repository",
+                                       "backend_dirs",
+                                       "backends",
+                                       "log_level",
+                                       "shutdown_grace_ms",
+                                       "max_connections",
                                        "max_requests_per_connection",
                                        "max_buffers_per_connection"};
   for (const auto& [key, value] : j.items()) {
@@ -97,10 +102,10 @@ StatusOr<Config> ParseConfig(const std::string& json_text) {
   }
   ATOLL_RETURN_IF_ERROR(ReadUnsigned(j, "shutdown_grace_ms", 3600000, &c.shutdown_grace_ms));
   ATOLL_RETURN_IF_ERROR(ReadUnsigned(j, "max_connections", 1000000, &c.max_connections));
-  ATOLL_RETURN_IF_ERROR(ReadUnsigned(j, "max_requests_per_connection", 100000000,
-                                     &c.max_requests_per_connection));
-  ATOLL_RETURN_IF_ERROR(ReadUnsigned(j, "max_buffers_per_connection", 100000000,
-                                     &c.max_buffers_per_connection));
+  ATOLL_RETURN_IF_ERROR(
+      ReadUnsigned(j, "max_requests_per_connection", 100000000, &c.max_requests_per_connection));
+  ATOLL_RETURN_IF_ERROR(
+      ReadUnsigned(j, "max_buffers_per_connection", 100000000, &c.max_buffers_per_connection));
   if (c.max_connections == 0) return FieldError("max_connections", "must be at least 1");
   if (c.max_requests_per_connection == 0) {
     return FieldError("max_requests_per_connection", "must be at least 1");

@@ -15,14 +15,14 @@
 namespace atl::daemon {
 
 struct Config {
-  std::string socket;             // "" = $ATOLL_SOCKET or ATOLL_DEFAULT_SOCKET
+  std::string socket;  // "" = $ATOLL_SOCKET or ATOLL_DEFAULT_SOCKET
   mode_t socket_mode = 0666;
   std::filesystem::path repository = "/var/lib/atoll/repository";
   std::vector<std::filesystem::path> backend_dirs;  // empty = the installed plugin folder
   // Per backend (keyed by plugin name, e.g. "cpu"): the JSON object handed to its open(), or
   // absent for "{}". {"enabled": false} disables the backend.
   std::map<std::string, std::string> backends;
-  std::string log_level = "info";  // trace, debug, info, warn, error, off
+  std::string log_level = "info";      // trace, debug, info, warn, error, off
   uint64_t shutdown_grace_ms = 10000;  // SIGTERM: how long running work may take to finish
   uint32_t max_connections = 1024;
   uint32_t max_requests_per_connection = 65536;  // in flight (queued or running)

@@ -2,9 +2,9 @@
 
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
 #include <algorithm>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include "repository/signature.h"
 
@@ -75,12 +75,11 @@ Engine::Engine(std::vector<std::unique_ptr<backend::Plugin>> plugins,
       device->index = i;
       device->info = *info;
       configs.push_back({std::max<uint32_t>(1, info->compute_units), info->binaries_at_once});
-      platforms_.push_back({plugin->name(), info->platform_vendor, info->platform_name,
-                            info->platform_version});
+      platforms_.push_back(
+          {plugin->name(), info->platform_vendor, info->platform_name, info->platform_version});
       spdlog::info("device {}: {} {} ({} backend, platform {}/{}/{}, {} compute units)",
-                   devices_.size(), info->vendor, info->name, plugin->name(),
-                   info->platform_vendor, info->platform_name, info->platform_version,
-                   info->compute_units);
+                   devices_.size(), info->vendor, info->name, plugin->name(), info->platform_vendor,
+                   info->platform_name, info->platform_version, info->compute_units);
       devices_.push_back(std::move(device));
     }
   }
@@ -117,8 +116,9 @@ StatusOr<std::shared_ptr<const Engine::Resolved>> Engine::Resolve(const std::str
     index = index_;
   }
   if (devices_.empty()) {
-    return FailedPreconditionError("atolld has no devices: no backend plugin loaded or found a "
-                                   "device (see the daemon's log and `atoll devices`)");
+    return FailedPreconditionError(
+        "atolld has no devices: no backend plugin loaded or found a "
+        "device (see the daemon's log and `atoll devices`)");
   }
   auto provider = index->Resolve(accelerator, platforms_);
   if (!provider.ok()) return provider.status();
@@ -208,8 +208,8 @@ void Engine::Submit(const std::shared_ptr<Session>& session, const wire::Submit&
                               ? "its buffer was refused: " + refused->second
                               : "buffer " + std::to_string(ref.buffer_id()) +
                                     " is unknown on this connection (freed, or never sent)";
-        return reject(InvalidArgumentError(accelerator + ": argument " + std::to_string(i) +
-                                           ": " + why));
+        return reject(
+            InvalidArgumentError(accelerator + ": argument " + std::to_string(i) + ": " + why));
       }
       const MappedBuffer& buffer = *it->second;
       if (ref.offset() > buffer.size_bytes() ||
@@ -265,8 +265,8 @@ void Engine::Submit(const std::shared_ptr<Session>& session, const wire::Submit&
     session->requests[request_id] = job->id;
     jobs_.emplace(job->id, job);
     if (job->deadline != Clock::time_point::max()) ++deadline_jobs_queued_;
-    start = scheduler_.Submit(scheduler::Job{job->id, resolved->provider.entry->checksum,
-                                             resolved->eligible_devices});
+    start = scheduler_.Submit(
+        scheduler::Job{job->id, resolved->provider.entry->checksum, resolved->eligible_devices});
   }
   if (start) Launch(*start);
 }
@@ -284,11 +284,12 @@ void Engine::Launch(scheduler::Start start) {
     if (job->deadline != Clock::time_point::max()) --deadline_jobs_queued_;
   }
   if (job->deadline != Clock::time_point::max() && Clock::now() >= job->deadline) {
-    return Finish(job, Status(Code::kDeadlineExceeded,
-                              job->resolved->provider.entry->manifest.bitstream_id + "." +
-                                  job->resolved->provider.kernel->kernel_id +
-                                  ": the deadline passed before the request could run"),
-                  false);
+    return Finish(
+        job,
+        Status(Code::kDeadlineExceeded, job->resolved->provider.entry->manifest.bitstream_id + "." +
+                                            job->resolved->provider.kernel->kernel_id +
+                                            ": the deadline passed before the request could run"),
+        false);
   }
   Device& device = *devices_[start.device];
   const repository::Entry& entry = *job->resolved->provider.entry;
@@ -361,8 +362,9 @@ void Engine::Finish(const std::shared_ptr<Job>& job, Status status, bool ran) {
   {
     std::lock_guard lock(mu_);
     if (status.ok() && job->cancelled) {
-      status = Status(Code::kCancelled, "cancelled while running; the kernel ran to completion "
-                                        "and its outputs were written");
+      status = Status(Code::kCancelled,
+                      "cancelled while running; the kernel ran to completion "
+                      "and its outputs were written");
     } else if (ran && status.ok() && Clock::now() > job->deadline) {
       status = Status(Code::kDeadlineExceeded,
                       "the request ran past its deadline; its outputs were written late");
@@ -411,7 +413,8 @@ void Engine::Disconnect(const std::shared_ptr<Session>& session) {
       dropped.push_back(it->second);
     }
   }
-  for (const auto& job : dropped) Finish(job, Status(Code::kCancelled, "client disconnected"), false);
+  for (const auto& job : dropped)
+    Finish(job, Status(Code::kCancelled, "client disconnected"), false);
 }
 
 bool Engine::ExpireDeadlines() {
@@ -427,9 +430,10 @@ bool Engine::ExpireDeadlines() {
     for (auto id : removed) expired.push_back(jobs_.at(id));
   }
   for (const auto& job : expired) {
-    Finish(job, Status(Code::kDeadlineExceeded,
-                       "the deadline passed while the request waited for a compute unit; it did "
-                       "not run"),
+    Finish(job,
+           Status(Code::kDeadlineExceeded,
+                  "the deadline passed while the request waited for a compute unit; it did "
+                  "not run"),
            false);
   }
   std::lock_guard lock(mu_);
@@ -445,8 +449,9 @@ size_t Engine::Shutdown(std::chrono::milliseconds grace) {
     for (auto id : removed) queued.push_back(jobs_.at(id));
   }
   for (const auto& job : queued) {
-    Finish(job, UnavailableError("atolld is shutting down; the request did not run. Submit it "
-                                 "again once the daemon is back"),
+    Finish(job,
+           UnavailableError("atolld is shutting down; the request did not run. Submit it "
+                            "again once the daemon is back"),
            false);
   }
   std::unique_lock lock(mu_);
@@ -471,8 +476,10 @@ std::string Engine::AcceleratorsJson() const {
       k["id"] = m.bitstream_id + "." + kernel.kernel_id;
       k["version"] = m.version;
       k["checksum"] = entry.checksum;
-      k["platform"] = {{"backend", m.platform.backend}, {"vendor", m.platform.vendor},
-                       {"name", m.platform.name}, {"version", m.platform.version}};
+      k["platform"] = {{"backend", m.platform.backend},
+                       {"vendor", m.platform.vendor},
+                       {"name", m.platform.name},
+                       {"version", m.platform.version}};
       k["runnable"] = runnable;
       k["compute_units"] = kernel.names.size();
       json args = json::array();
@@ -536,25 +543,25 @@ std::string Engine::StatusJson(size_t sessions) const {
   std::lock_guard lock(mu_);
   size_t running = 0;
   for (const auto& [id, job] : jobs_) running += job->started ? 1 : 0;
-  json out{
-      {"version", ATOLL_VERSION},
-      {"pid", ::getpid()},
-      {"uptime_s",
-       std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_).count()},
-      {"connections", sessions},
-      {"requests",
-       {{"completed", completed_.load()},
-        {"failed", failed_.load()},
-        {"rejected", rejected_.load()},
-        {"running", running},
-        {"queued", scheduler_.queued()}}},
-      {"repository",
-       {{"root", repository_.root().string()},
-        {"generation", generation_},
-        {"binaries", index_->entries().size()}}},
-      {"devices", devices_.size()},
-      {"backends", json::array()}};
-  for (const auto& p : plugins_) out["backends"].push_back({{"name", p->name()}, {"path", p->path().string()}});
+  json out{{"version", ATOLL_VERSION},
+           {"pid", ::getpid()},
+           {"uptime_s",
+            std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_).count()},
+           {"connections", sessions},
+           {"requests",
+            {{"completed", completed_.load()},
+             {"failed", failed_.load()},
+             {"rejected", rejected_.load()},
+             {"running", running},
+             {"queued", scheduler_.queued()}}},
+           {"repository",
+            {{"root", repository_.root().string()},
+             {"generation", generation_},
+             {"binaries", index_->entries().size()}}},
+           {"devices", devices_.size()},
+           {"backends", json::array()}};
+  for (const auto& p : plugins_)
+    out["backends"].push_back({{"name", p->name()}, {"path", p->path().string()}});
   return out.dump();
 }
 

@@ -87,14 +87,14 @@ class Engine {
 
   mutable std::mutex mu_;
   std::condition_variable idle_cv_;
-  scheduler::Scheduler scheduler_;                              // GUARDED_BY(mu_)
-  std::unordered_map<uint64_t, std::shared_ptr<Job>> jobs_;    // GUARDED_BY(mu_)
-  std::shared_ptr<const repository::Index> index_;             // GUARDED_BY(mu_)
+  scheduler::Scheduler scheduler_;                                             // GUARDED_BY(mu_)
+  std::unordered_map<uint64_t, std::shared_ptr<Job>> jobs_;                    // GUARDED_BY(mu_)
+  std::shared_ptr<const repository::Index> index_;                             // GUARDED_BY(mu_)
   std::unordered_map<std::string, std::shared_ptr<const Resolved>> resolved_;  // GUARDED_BY(mu_)
-  uint64_t generation_ = 0;                                    // GUARDED_BY(mu_)
-  uint64_t next_job_ = 1;                                      // GUARDED_BY(mu_)
-  size_t deadline_jobs_queued_ = 0;                            // GUARDED_BY(mu_)
-  bool shutting_down_ = false;                                 // GUARDED_BY(mu_)
+  uint64_t generation_ = 0;                                                    // GUARDED_BY(mu_)
+  uint64_t next_job_ = 1;                                                      // GUARDED_BY(mu_)
+  size_t deadline_jobs_queued_ = 0;                                            // GUARDED_BY(mu_)
+  bool shutting_down_ = false;                                                 // GUARDED_BY(mu_)
   std::atomic<uint64_t> completed_{0}, failed_{0}, rejected_{0};
 };
 

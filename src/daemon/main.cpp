@@ -1,13 +1,13 @@
 // atolld: the Atoll daemon. Owns the node's accelerators and serves requests on a Unix socket.
 #include <unistd.h>
 
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 
 #include "backend/plugin.h"
 #include "daemon/config.h"

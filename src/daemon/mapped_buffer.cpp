@@ -11,17 +11,18 @@ namespace atl::daemon {
 StatusOr<std::shared_ptr<MappedBuffer>> MappedBuffer::Map(UniqueFd fd, uint64_t size_bytes) {
   int seals = ::fcntl(fd.get(), F_GET_SEALS);
   if (seals < 0) {
-    return InvalidArgumentError("the buffer's file descriptor is not a sealable memfd; allocate "
-                                "buffers with atoll_alloc");
+    return InvalidArgumentError(
+        "the buffer's file descriptor is not a sealable memfd; allocate "
+        "buffers with atoll_alloc");
   }
   if ((seals & F_SEAL_SHRINK) == 0) {
-    return InvalidArgumentError("the buffer is not sealed against shrinking (F_SEAL_SHRINK); "
-                                "allocate buffers with atoll_alloc");
+    return InvalidArgumentError(
+        "the buffer is not sealed against shrinking (F_SEAL_SHRINK); "
+        "allocate buffers with atoll_alloc");
   }
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return ErrnoError("fstat of a client buffer", errno);
-  if (!S_ISREG(st.st_mode) || st.st_size < 0 ||
-      static_cast<uint64_t>(st.st_size) < size_bytes) {
+  if (!S_ISREG(st.st_mode) || st.st_size < 0 || static_cast<uint64_t>(st.st_size) < size_bytes) {
     return InvalidArgumentError("the buffer declares " + std::to_string(size_bytes) +
                                 " bytes but its memfd holds " + std::to_string(st.st_size));
   }

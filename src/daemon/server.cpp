@@ -7,8 +7,8 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 
-#include <cerrno>
 #include <spdlog/spdlog.h>
+#include <cerrno>
 
 #include "atoll.pb.h"
 
@@ -101,9 +101,9 @@ void Server::Accept() {
     auto peer = ipc::GetPeerCredentials(fd);
     if (!peer.ok()) continue;
     if (sessions_.size() >= config_.max_connections) {
-      wire::ServerMessage m = Goodbye(ResourceExhaustedError(
-          "atolld already serves " + std::to_string(sessions_.size()) +
-          " connections (limit max_connections); try again later"));
+      wire::ServerMessage m = Goodbye(
+          ResourceExhaustedError("atolld already serves " + std::to_string(sessions_.size()) +
+                                 " connections (limit max_connections); try again later"));
       (void)ipc::SendPacket(fd, m.SerializeAsString(), -1, true);
       continue;
     }
@@ -155,12 +155,12 @@ bool Server::Handle(const std::shared_ptr<Session>& session, const char* data, s
       return false;
     }
     if (message.hello().protocol_version() != wire::PROTOCOL_VERSION_CURRENT) {
-      Close(session, FailedPreconditionError(
-                         "protocol version mismatch: the client speaks version " +
-                         std::to_string(message.hello().protocol_version()) +
-                         ", this atolld speaks version " +
-                         std::to_string(wire::PROTOCOL_VERSION_CURRENT) +
-                         "; use a libatoll and atolld of the same release"));
+      Close(session,
+            FailedPreconditionError("protocol version mismatch: the client speaks version " +
+                                    std::to_string(message.hello().protocol_version()) +
+                                    ", this atolld speaks version " +
+                                    std::to_string(wire::PROTOCOL_VERSION_CURRENT) +
+                                    "; use a libatoll and atolld of the same release"));
       return false;
     }
     session->handshaken = true;
@@ -181,8 +181,9 @@ bool Server::Handle(const std::shared_ptr<Session>& session, const char* data, s
         return true;
       }
       if (session->buffers.size() >= config_.max_buffers_per_connection) {
-        session->refused_buffers[id] = "too many buffers on one connection (limit "
-                                       "max_buffers_per_connection)";
+        session->refused_buffers[id] =
+            "too many buffers on one connection (limit "
+            "max_buffers_per_connection)";
         return true;
       }
       auto buffer = MappedBuffer::Map(std::move(fd), message.buffer_add().size_bytes());
@@ -207,9 +208,15 @@ bool Server::Handle(const std::shared_ptr<Session>& session, const char* data, s
       auto* r = reply.mutable_query_reply();
       r->set_query_id(message.query().query_id());
       switch (message.query().kind()) {
-        case wire::Query::KIND_ACCELERATORS: r->set_json(engine_->AcceleratorsJson()); break;
-        case wire::Query::KIND_DEVICES: r->set_json(engine_->DevicesJson()); break;
-        case wire::Query::KIND_STATUS: r->set_json(engine_->StatusJson(sessions_.size())); break;
+        case wire::Query::KIND_ACCELERATORS:
+          r->set_json(engine_->AcceleratorsJson());
+          break;
+        case wire::Query::KIND_DEVICES:
+          r->set_json(engine_->DevicesJson());
+          break;
+        case wire::Query::KIND_STATUS:
+          r->set_json(engine_->StatusJson(sessions_.size()));
+          break;
         default:
           r->mutable_status()->set_code(static_cast<uint32_t>(Code::kInvalidArgument));
           r->mutable_status()->set_message("unknown query kind");

@@ -34,8 +34,7 @@ class Server {
   void Accept();
   void ReadFrom(const std::shared_ptr<Session>& session);
   // False when the session must be closed.
-  bool Handle(const std::shared_ptr<Session>& session, const char* data, size_t size,
-              UniqueFd fd);
+  bool Handle(const std::shared_ptr<Session>& session, const char* data, size_t size, UniqueFd fd);
   void Close(const std::shared_ptr<Session>& session, const Status& why);
   void WatchRepository();
 

@@ -9,7 +9,7 @@ Session::Session(uint64_t id, UniqueFd socket, ipc::PeerCredentials peer, int ep
 
 void Session::ArmWritable(bool on) {
   epoll_event ev{};
-  ev.events = EPOLLIN | (on ? EPOLLOUT : 0);
+  ev.events = on ? (EPOLLIN | EPOLLOUT) : EPOLLIN;
   ev.data.u64 = id_;
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, socket_.get(), &ev);
 }

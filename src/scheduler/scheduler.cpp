@@ -29,8 +29,7 @@ bool Scheduler::TryPlace(const Job& job, uint32_t device, bool require_loaded, S
   start->device = device;
   start->program = !loaded;
   start->evict.clear();
-  if (!loaded && d.config.binaries_at_once != 0 &&
-      d.loaded.size() >= d.config.binaries_at_once) {
+  if (!loaded && d.config.binaries_at_once != 0 && d.loaded.size() >= d.config.binaries_at_once) {
     // Making room means unloading a binary, which is only safe on an idle device.
     if (d.busy_count != 0) return false;
     size_t drop = d.loaded.size() + 1 - d.config.binaries_at_once;

@@ -27,7 +27,7 @@ struct DeviceConfig {
 
 struct Job {
   JobId id = 0;
-  std::string binary;                     // a key identifying the binary (its checksum)
+  std::string binary;                      // a key identifying the binary (its checksum)
   std::vector<uint32_t> eligible_devices;  // indices of devices whose platform fits
 };
 

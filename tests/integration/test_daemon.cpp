@@ -44,10 +44,10 @@ TestDaemon::TestDaemon(Options options) {
   std::string config_path = folder_ + "/atolld.json";
   std::ofstream(config_path) << options.config_json;
 
-  std::vector<std::string> args = {ATOLL_TEST_ATOLLD,  "--config",     config_path,
-                                   "--socket",         socket_,        "--repository",
-                                   repository_,        "--backend-dir", ATOLL_TEST_BACKEND_DIR,
-                                   "--log-level",      "debug"};
+  std::vector<std::string> args = {ATOLL_TEST_ATOLLD, "--config",      config_path,
+                                   "--socket",        socket_,         "--repository",
+                                   repository_,       "--backend-dir", ATOLL_TEST_BACKEND_DIR,
+                                   "--log-level",     "debug"};
   for (const auto& a : options.extra_args) args.push_back(a);
   pid_ = ::fork();
   if (pid_ == 0) {

@@ -1,0 +1,648 @@
+// atoll_bench: what Atoll costs a program, measured against what the program would otherwise do,
+// which is call the kernel itself in-process (docs: DESIGN.md, "Performance: how it is judged").
+//
+//   roundtrip  vector.addition on 1024 floats, one request at a time, through the C++ API
+//              (submit(r).get()) and through the C API (atoll_submit + atoll_response_wait),
+//              against atoll_kernel_vadd called directly. Issue target: at most 10 us added at p50.
+//   threads    testing.noop with W requests in flight per client thread, 1, 2 and 4 threads of one
+//              process sharing its connection, against atoll_kernel_noop called directly by as
+//              many threads. Issue target: at least 100k requests/s on a 2-core machine.
+//   processes  the same with 1, 2 and 4 client processes, each with its own connection.
+//
+// It expects a running atolld at $ATOLL_SOCKET with the vector and testing accelerators installed;
+// bench/run.sh provides a private one. Results are printed as a table and, with --json, written
+// as a JSON document. The figures are never asserted: this is a benchmark, not a test.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <latch>
+#include <limits>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "atoll/atoll.h"
+#include "atoll/atoll.hpp"
+#include "atoll/cpu_kernel.h"
+#include "bench_support.h"
+#include "report.h"
+
+namespace atl::bench {
+namespace {
+
+constexpr int kVectorLength = 1024;
+constexpr double kNoopTarget = 100000;      // requests/s, from the issue
+constexpr double kOverheadTargetUs = 10.0;  // added at p50, from the issue
+
+struct Options {
+  std::string build_dir;
+  std::string json_path;
+  std::string git;
+  int daemon_pid = 0;
+  int iterations = 20000;
+  int warmup = 2000;
+  int rounds = 4;
+  double duration_s = 2.0;
+  double baseline_duration_s = 0.5;
+  int window = 64;
+  std::vector<int> clients = {1, 2, 4};
+  std::vector<std::string> scenarios = {"roundtrip", "threads", "processes"};
+  bool quick = false;
+  bool child = false;  // internal: run as one client process of the `processes` scenario
+};
+
+bool Wants(const Options& o, const std::string& scenario) {
+  return std::find(o.scenarios.begin(), o.scenarios.end(), scenario) != o.scenarios.end();
+}
+
+void Progress(const char* format, const std::string& what) {
+  std::fprintf(stderr, format, what.c_str());
+  std::fflush(stderr);
+}
+
+[[noreturn]] void ThrowC(const char* call, atoll_status_code code) {
+  throw atoll::error(code, std::string(call) + ": " + atoll_last_error());
+}
+
+// The C API's request handle, released on every path.
+class CRequest {
+ public:
+  explicit CRequest(const char* accelerator) : handle_(atoll_request_create(accelerator)) {
+    if (handle_ == nullptr) ThrowC("atoll_request_create", ATOLL_INVALID_ARGUMENT);
+  }
+  ~CRequest() { atoll_request_release(handle_); }
+  CRequest(const CRequest&) = delete;
+  CRequest& operator=(const CRequest&) = delete;
+  atoll_request get() const { return handle_; }
+
+ private:
+  atoll_request handle_;
+};
+
+// ---- Round trip ---------------------------------------------------------------------------------
+
+// One way of running vector.addition once, and what it was measured at.
+struct Variant {
+  std::string key;
+  std::function<void()> call;
+  std::vector<int64_t> samples_ns;
+  Usage usage;
+  int64_t wall_ns = 0;
+};
+
+void CheckSum(const char* what, const float* a, const float* b, const float* c, int n) {
+  for (int i = 0; i < n; ++i) {
+    if (c[i] != a[i] + b[i]) {
+      throw std::runtime_error(std::string(what) + ": c[" + std::to_string(i) + "] = " +
+                               std::to_string(c[i]) + ", expected " + std::to_string(a[i] + b[i]));
+    }
+  }
+}
+
+void RoundTrip(const Options& o, Report* report) {
+  int n = kVectorLength;
+  const uint64_t bytes = static_cast<uint64_t>(n) * sizeof(float);
+  DirectKernel vadd(o.build_dir + "/accelerators/vector/vector.so", "atoll_kernel_vadd");
+
+  // The baseline uses ordinary memory, as a program without Atoll would.
+  std::vector<float> da(n), db(n), dc(n);
+  // The daemon's variants reuse one set of shared buffers, as a real program would: a buffer is
+  // sent to the daemon once per connection, so only the first request pays for mapping it.
+  atoll::vector<float> a(n), b(n), c_cpp(n), c_c(n);
+  for (int i = 0; i < n; ++i) {
+    a[i] = da[i] = static_cast<float>(i) * 0.5f;
+    b[i] = db[i] = static_cast<float>(n - i);
+  }
+
+  atoll_cpu_arg direct_args[4] = {{"float*", da.data(), bytes},
+                                  {"float*", db.data(), bytes},
+                                  {"float*", dc.data(), bytes},
+                                  {"int", &n, sizeof(n)}};
+  char error[256] = "";
+  auto direct = [&] {
+    if (vadd.Call(direct_args, 4, error, sizeof(error)) != 0) {
+      throw std::runtime_error(std::string("atoll_kernel_vadd failed: ") + error);
+    }
+  };
+
+  atoll::request cpp_request("vector.addition");
+  cpp_request.arg(a).arg(b).arg(c_cpp).arg(n);
+  auto cpp = [&] { atoll::submit(cpp_request).get(); };
+
+  CRequest c_request("vector.addition");
+  const void* c_arrays[3] = {a.data(), b.data(), c_c.data()};
+  for (uint32_t i = 0; i < 3; ++i) {
+    atoll_status_code rc = atoll_request_arg_array(c_request.get(), bytes, c_arrays[i], i);
+    if (rc != ATOLL_OK) ThrowC("atoll_request_arg_array", rc);
+  }
+  if (atoll_status_code rc = atoll_request_arg_scalar(c_request.get(), sizeof(n), &n, 3);
+      rc != ATOLL_OK) {
+    ThrowC("atoll_request_arg_scalar", rc);
+  }
+  auto c_api = [&] {
+    atoll_response response = nullptr;
+    atoll_status_code rc = atoll_submit(c_request.get(), &response);
+    if (rc != ATOLL_OK) ThrowC("atoll_submit", rc);
+    rc = atoll_response_wait(response);
+    atoll_response_release(response);
+    if (rc != ATOLL_OK) ThrowC("atoll_response_wait", rc);
+  };
+
+  std::vector<Variant> variants;
+  variants.push_back({"direct", direct, {}, {}, 0});
+  variants.push_back({"cpp", cpp, {}, {}, 0});
+  variants.push_back({"c", c_api, {}, {}, 0});
+
+  // Warm-up connects, sends the buffers, loads the binary in the daemon and faults in the code.
+  for (Variant& v : variants) {
+    for (int i = 0; i < o.warmup; ++i) v.call();
+  }
+  // The variants take turns in rounds, so that a slow phase of a shared machine (another
+  // tenant's build, frequency changes) spreads over all of them instead of skewing one ratio.
+  const int rounds = std::max(1, o.rounds);
+  const int per_round = std::max(1, o.iterations / rounds);
+  for (Variant& v : variants) v.samples_ns.reserve(static_cast<size_t>(per_round) * rounds);
+  for (int round = 0; round < rounds; ++round) {
+    for (Variant& v : variants) {
+      Usage before = SampleUsage(o.daemon_pid);
+      int64_t begin = NowNs();
+      for (int i = 0; i < per_round; ++i) {
+        int64_t t0 = NowNs();
+        v.call();
+        v.samples_ns.push_back(NowNs() - t0);
+      }
+      v.wall_ns += NowNs() - begin;
+      v.usage += SampleUsage(o.daemon_pid) - before;
+    }
+  }
+  CheckSum("direct call", da.data(), db.data(), dc.data(), n);
+  CheckSum("C++ API", a.data(), b.data(), c_cpp.data(), n);
+  CheckSum("C API", a.data(), b.data(), c_c.data(), n);
+
+  LatencySummary s[3];
+  for (int i = 0; i < 3; ++i) s[i] = Summarize(variants[static_cast<size_t>(i)].samples_ns);
+  const LatencySummary& d = s[0];
+  const std::string section =
+      "Round trip: vector.addition on " + std::to_string(n) +
+      " floats, one request at a time (baseline: atoll_kernel_vadd called in-process)";
+  auto details = [](const LatencySummary& x) {
+    return nlohmann::json{{"samples", x.count}, {"min_us", x.min_us}, {"max_us", x.max_us}};
+  };
+  auto add = [&](const std::string& name, double value, double baseline,
+                 const std::string& baseline_name, nlohmann::json extra) {
+    Result r;
+    r.section = section;
+    r.name = name;
+    r.value = value;
+    r.unit = "us";
+    r.baseline = baseline;
+    r.baseline_name = baseline_name;
+    r.details = std::move(extra);
+    report->Add(std::move(r));
+  };
+  const double none = std::numeric_limits<double>::quiet_NaN();
+  add("roundtrip.direct.p50", d.p50_us, none, "", details(d));
+  add("roundtrip.direct.p99", d.p99_us, none, "", {});
+  add("roundtrip.direct.mean", d.mean_us, none, "", {});
+  const char* labels[3] = {"", "cpp", "c"};
+  for (int i = 1; i < 3; ++i) {
+    std::string prefix = std::string("roundtrip.") + labels[i];
+    add(prefix + ".p50", s[i].p50_us, d.p50_us, "roundtrip.direct.p50", details(s[i]));
+    add(prefix + ".p99", s[i].p99_us, d.p99_us, "roundtrip.direct.p99", {});
+    add(prefix + ".mean", s[i].mean_us, d.mean_us, "roundtrip.direct.mean", {});
+    Result overhead;
+    overhead.section = section;
+    overhead.name = prefix + ".overhead_p50";
+    overhead.value = s[i].p50_us - d.p50_us;
+    overhead.unit = "us";
+    overhead.baseline = d.p50_us;
+    overhead.baseline_name = "roundtrip.direct.p50";
+    overhead.target = "<= 10 us";
+    overhead.target_met = overhead.value <= kOverheadTargetUs;
+    report->Add(std::move(overhead));
+  }
+  // What the std::future costs over the C API's handle: positive when the C++ path is slower.
+  add("roundtrip.cpp_minus_c.p50", s[1].p50_us - s[2].p50_us, s[2].p50_us, "roundtrip.c.p50", {});
+
+  for (const Variant& v : variants) {
+    report->Add(Diagnostic{"roundtrip." + v.key, static_cast<double>(v.samples_ns.size()),
+                           static_cast<double>(v.wall_ns) / 1e9, v.usage});
+  }
+}
+
+// ---- Request rate -------------------------------------------------------------------------------
+
+// Keeps `window` testing.noop requests in flight until `deadline_ns`: waits for the oldest before
+// submitting the next, as a pipelining client does, then waits for the rest. Returns how many
+// completed.
+uint64_t PipelineNoop(int window, int64_t deadline_ns) {
+  atoll::request noop("testing.noop");
+  std::vector<std::future<void>> ring(static_cast<size_t>(window));
+  for (auto& f : ring) f = atoll::submit(noop);
+  uint64_t done = 0;
+  size_t oldest = 0;
+  while (NowNs() < deadline_ns) {
+    ring[oldest].get();
+    ++done;
+    ring[oldest] = atoll::submit(noop);
+    if (++oldest == ring.size()) oldest = 0;
+  }
+  for (size_t i = 0; i < ring.size(); ++i) {
+    ring[(oldest + i) % ring.size()].get();
+    ++done;
+  }
+  return done;
+}
+
+int64_t Seconds(double s) { return static_cast<int64_t>(s * 1e9); }
+
+// A short run that connects and brings the daemon's workers to their steady state.
+int64_t WarmupNs(const Options& o) { return std::min(Seconds(0.2), Seconds(o.duration_s / 10)); }
+
+// Baseline: `threads` threads calling atoll_kernel_noop back to back for `duration_s`.
+double DirectNoopRate(const DirectKernel& noop, int threads, double duration_s) {
+  std::atomic<bool> stop{false};
+  std::latch ready(threads + 1);
+  std::vector<uint64_t> counts(static_cast<size_t>(threads));
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      char error[64];
+      uint64_t calls = 0;
+      ready.arrive_and_wait();
+      while (!stop.load(std::memory_order_relaxed)) {
+        // Batches keep the stop check out of the figure.
+        for (int i = 0; i < 256; ++i) noop.Call(nullptr, 0, error, sizeof(error));
+        calls += 256;
+      }
+      counts[static_cast<size_t>(t)] = calls;
+    });
+  }
+  ready.arrive_and_wait();
+  int64_t begin = NowNs();
+  std::this_thread::sleep_for(std::chrono::nanoseconds(Seconds(duration_s)));
+  stop.store(true);
+  for (auto& w : workers) w.join();
+  double elapsed = static_cast<double>(NowNs() - begin) / 1e9;
+  uint64_t total = 0;
+  for (uint64_t c : counts) total += c;
+  return static_cast<double>(total) / elapsed;
+}
+
+struct RateRun {
+  uint64_t requests = 0;
+  double elapsed_s = 0;
+  Usage usage;
+  double rate() const { return elapsed_s > 0 ? static_cast<double>(requests) / elapsed_s : 0; }
+};
+
+// `threads` client threads of this process, all on its one connection to the daemon.
+RateRun DaemonNoopThreads(const Options& o, int threads) {
+  std::latch ready(threads + 1), go(1);
+  std::atomic<int64_t> deadline{0};
+  std::vector<uint64_t> counts(static_cast<size_t>(threads));
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(threads));
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      try {
+        PipelineNoop(o.window, NowNs() + WarmupNs(o));
+      } catch (...) {
+        errors[static_cast<size_t>(t)] = std::current_exception();
+      }
+      ready.count_down();
+      go.wait();
+      if (errors[static_cast<size_t>(t)]) return;
+      try {
+        counts[static_cast<size_t>(t)] = PipelineNoop(o.window, deadline.load());
+      } catch (...) {
+        errors[static_cast<size_t>(t)] = std::current_exception();
+      }
+    });
+  }
+  ready.arrive_and_wait();
+  RateRun run;
+  Usage before = SampleUsage(o.daemon_pid);
+  int64_t begin = NowNs();
+  deadline.store(begin + Seconds(o.duration_s));
+  go.count_down();
+  for (auto& w : workers) w.join();
+  run.elapsed_s = static_cast<double>(NowNs() - begin) / 1e9;
+  run.usage = SampleUsage(o.daemon_pid) - before;
+  for (const auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  for (uint64_t c : counts) run.requests += c;
+  return run;
+}
+
+// ---- Client processes ---------------------------------------------------------------------------
+//
+// Each client process is this binary run again with --child-noop, not a bare fork: libatoll keeps
+// a process-wide connection and a reader thread, and a forked copy would inherit the parent's
+// socket without the thread that reads it. The parent and a child talk over two pipes: the child
+// writes "ready" once connected and warm, waits for one byte, runs for the duration and writes
+// "<requests>".
+
+std::string ReadLine(int fd) {
+  std::string line;
+  char ch;
+  for (;;) {
+    ssize_t n = ::read(fd, &ch, 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw std::runtime_error("a client process exited early (see its errors above)");
+    if (ch == '\n') return line;
+    line += ch;
+  }
+}
+
+void WriteAll(int fd, const std::string& text) {
+  size_t sent = 0;
+  while (sent < text.size()) {
+    ssize_t n = ::write(fd, text.data() + sent, text.size() - sent);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw std::runtime_error(std::string("write to a pipe: ") + std::strerror(errno));
+    sent += static_cast<size_t>(n);
+  }
+}
+
+struct Child {
+  pid_t pid = -1;
+  int to_child = -1;
+  int from_child = -1;
+};
+
+Child SpawnClient(const Options& o) {
+  int to[2], from[2];
+  if (::pipe2(to, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
+  if (::pipe2(from, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
+  // Everything the child needs is prepared before fork: between fork and exec only
+  // async-signal-safe calls are allowed in a process that has threads.
+  std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  std::vector<std::string> args = {self,         "--child-noop",
+                                   "--window",   std::to_string(o.window),
+                                   "--duration", std::to_string(o.duration_s)};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+  if (pid == 0) {
+    ::dup2(to[0], STDIN_FILENO);
+    ::dup2(from[1], STDOUT_FILENO);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(to[0]);
+  ::close(from[1]);
+  return Child{pid, to[1], from[0]};
+}
+
+RateRun DaemonNoopProcesses(const Options& o, int processes) {
+  std::vector<Child> children;
+  auto reap = [&] {
+    for (Child& c : children) {
+      ::close(c.to_child);
+      ::close(c.from_child);
+      int status = 0;
+      ::waitpid(c.pid, &status, 0);
+    }
+    children.clear();
+  };
+  try {
+    for (int p = 0; p < processes; ++p) children.push_back(SpawnClient(o));
+    for (Child& c : children) {
+      if (ReadLine(c.from_child) != "ready") throw std::runtime_error("bad client handshake");
+    }
+    RateRun run;
+    Usage before = SampleUsage(o.daemon_pid);
+    int64_t begin = NowNs();
+    for (Child& c : children) WriteAll(c.to_child, "g");
+    for (Child& c : children) run.requests += std::stoull(ReadLine(c.from_child));
+    run.elapsed_s = static_cast<double>(NowNs() - begin) / 1e9;
+    // Reaped before sampling, so that the children's CPU time shows in RUSAGE_CHILDREN.
+    reap();
+    run.usage = SampleUsage(o.daemon_pid) - before;
+    return run;
+  } catch (...) {
+    for (Child& c : children) ::kill(c.pid, SIGTERM);
+    reap();
+    throw;
+  }
+}
+
+int ChildNoop(const Options& o) {
+  try {
+    PipelineNoop(o.window, NowNs() + WarmupNs(o));
+    WriteAll(STDOUT_FILENO, "ready\n");
+    char go;
+    while (::read(STDIN_FILENO, &go, 1) < 0 && errno == EINTR) {
+    }
+    uint64_t done = PipelineNoop(o.window, NowNs() + Seconds(o.duration_s));
+    WriteAll(STDOUT_FILENO, std::to_string(done) + "\n");
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "atoll_bench client process: %s\n", e.what());
+    return 1;
+  }
+}
+
+void Rates(const Options& o, Report* report) {
+  DirectKernel noop(o.build_dir + "/accelerators/testing/testing.so", "atoll_kernel_noop");
+  const std::string section = "Pipelined requests: testing.noop, " + std::to_string(o.window) +
+                              " in flight per client (baseline: atoll_kernel_noop called "
+                              "in-process by as many threads)";
+  std::map<int, double> direct;
+  for (int clients : o.clients) {
+    if (direct.count(clients) != 0) continue;
+    Progress("  direct atoll_kernel_noop, %s thread(s)\n", std::to_string(clients));
+    direct[clients] = DirectNoopRate(noop, clients, o.baseline_duration_s);
+    Result r;
+    r.section = section;
+    r.name = "rate.direct.threads" + std::to_string(clients);
+    r.value = direct[clients];
+    r.unit = "req/s";
+    report->Add(std::move(r));
+  }
+  for (const char* kind : {"threads", "processes"}) {
+    if (!Wants(o, kind)) continue;
+    for (int clients : o.clients) {
+      Progress("  testing.noop through atolld, %s\n", std::to_string(clients) + " " + kind);
+      RateRun run = std::string(kind) == "threads" ? DaemonNoopThreads(o, clients)
+                                                   : DaemonNoopProcesses(o, clients);
+      std::string key = std::string(kind) + std::to_string(clients);
+      Result r;
+      r.section = section;
+      r.name = "rate." + key;
+      r.value = run.rate();
+      r.unit = "req/s";
+      r.baseline = direct[clients];
+      r.baseline_name = "rate.direct.threads" + std::to_string(clients);
+      r.target = ">= 100000 req/s";
+      r.target_met = r.value >= kNoopTarget;
+      // Little's law: with this many requests in flight, the rate implies this time per request.
+      double in_flight = static_cast<double>(clients) * o.window;
+      r.details = {{"requests", run.requests},
+                   {"elapsed_s", run.elapsed_s},
+                   {"clients", clients},
+                   {"window", o.window},
+                   {"mean_time_in_flight_us", r.value > 0 ? in_flight / r.value * 1e6 : 0}};
+      report->Add(std::move(r));
+      report->Add(
+          Diagnostic{"rate." + key, static_cast<double>(run.requests), run.elapsed_s, run.usage});
+    }
+  }
+}
+
+// ---- Main ---------------------------------------------------------------------------------------
+
+std::string DefaultBuildDir() {
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "build";
+  return self.parent_path().parent_path().string();  // <build>/bin/atoll_bench
+}
+
+int Run(int argc, char** argv) {
+  Options o;
+  CLI::App app{
+      "atoll_bench: Atoll's overhead and request rate, each figure a ratio against the same "
+      "kernel called directly in this process, measured in the same run. Needs a running atolld "
+      "at $ATOLL_SOCKET with the vector and testing accelerators installed; bench/run.sh starts "
+      "a private one and runs this.",
+      "atoll_bench"};
+  app.add_option("--build", o.build_dir,
+                 "build folder holding accelerators/{vector,testing}/*.so for the direct "
+                 "baselines. Default: the folder above this binary's bin/");
+  app.add_option("--json", o.json_path, "also write the results as JSON to this file");
+  app.add_flag("--quick", o.quick,
+               "a smoke run of about 3 s: few iterations and short durations (explicit options "
+               "still win)");
+  app.add_option("--iterations", o.iterations, "timed round trips per variant")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--warmup", o.warmup, "untimed round trips per variant first")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--rounds", o.rounds, "round-trip variants take turns in this many rounds")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--duration", o.duration_s, "seconds per request-rate run")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--baseline-duration", o.baseline_duration_s,
+                 "seconds per direct no-op call-rate run")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--window", o.window, "requests in flight per client in the rate runs")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--clients", o.clients, "client thread/process counts for the rate runs")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--scenarios", o.scenarios, "which to run: roundtrip, threads, processes")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"roundtrip", "threads", "processes"}))
+      ->capture_default_str();
+  app.add_option("--daemon-pid", o.daemon_pid,
+                 "the daemon's pid, to report its CPU time and context switches per request");
+  app.add_option("--git", o.git, "the source revision, recorded in the JSON");
+  app.add_flag("--child-noop", o.child, "internal: one client process of the processes scenario")
+      ->group("");
+  CLI11_PARSE(app, argc, argv);
+
+  if (o.child) return ChildNoop(o);
+  if (o.quick) {
+    auto unless_given = [&](const char* flag, auto* field, auto value) {
+      if (app.count(flag) == 0) *field = value;
+    };
+    unless_given("--iterations", &o.iterations, 600);
+    unless_given("--warmup", &o.warmup, 200);
+    unless_given("--rounds", &o.rounds, 2);
+    unless_given("--duration", &o.duration_s, 0.25);
+    unless_given("--baseline-duration", &o.baseline_duration_s, 0.05);
+  }
+  if (o.build_dir.empty()) o.build_dir = DefaultBuildDir();
+  const char* socket = std::getenv("ATOLL_SOCKET");
+  std::string socket_path = socket != nullptr && socket[0] != '\0' ? socket : ATOLL_DEFAULT_SOCKET;
+
+  MachineInfo machine = DescribeMachine();
+  std::string date = UtcNow();
+  double clock_ns = ClockCostNs();
+  std::printf("atoll_bench %s: %s, %u cores, %s; load average %s; steady_clock costs %.0f ns\n",
+              date.c_str(), machine.cpu_model.c_str(), machine.cores, machine.kernel.c_str(),
+              machine.loadavg.c_str(), clock_ns);
+  std::printf("daemon at %s%s\n", socket_path.c_str(),
+              o.daemon_pid > 0 ? (" (pid " + std::to_string(o.daemon_pid) + ")").c_str() : "");
+  std::fflush(stdout);
+
+  Report report;
+  if (Wants(o, "roundtrip")) {
+    Progress("%s\n", "round trip: vector.addition, direct vs C++ API vs C API");
+    RoundTrip(o, &report);
+  }
+  if (Wants(o, "threads") || Wants(o, "processes")) {
+    Progress("%s\n", "request rate: testing.noop");
+    Rates(o, &report);
+  }
+  report.Print(stdout);
+  std::fflush(stdout);
+
+  if (!o.json_path.empty()) {
+    nlohmann::json config = {{"iterations", o.iterations},
+                             {"warmup", o.warmup},
+                             {"rounds", o.rounds},
+                             {"duration_s", o.duration_s},
+                             {"baseline_duration_s", o.baseline_duration_s},
+                             {"window", o.window},
+                             {"clients", o.clients},
+                             {"scenarios", o.scenarios},
+                             {"quick", o.quick},
+                             {"vector_length", kVectorLength},
+                             {"clock_cost_ns", clock_ns},
+                             {"socket", socket_path},
+                             {"build_dir", o.build_dir}};
+    nlohmann::json doc = report.ToJson(machine, date, o.git, config);
+    std::ofstream out(o.json_path);
+    out << doc.dump(2) << "\n";
+    if (!out) {
+      std::fprintf(stderr, "atoll_bench: cannot write '%s'\n", o.json_path.c_str());
+      return 1;
+    }
+    std::fprintf(stderr, "wrote %s\n", o.json_path.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace atl::bench
+
+int main(int argc, char** argv) {
+  try {
+    return atl::bench::Run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "atoll_bench: %s\n", e.what());
+    return 1;
+  }
+}

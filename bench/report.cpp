@@ -1,0 +1,126 @@
+#include "report.h"
+
+#include <cmath>
+
+namespace atl::bench {
+
+namespace {
+
+// Enough digits to compare runs, few enough that a column of mixed magnitudes stays readable.
+std::string Number(double v) {
+  if (std::isnan(v)) return "-";
+  char text[32];
+  double magnitude = std::fabs(v);
+  if (magnitude >= 1000) {
+    std::snprintf(text, sizeof(text), "%.0f", v);
+  } else if (magnitude >= 10) {
+    std::snprintf(text, sizeof(text), "%.1f", v);
+  } else if (magnitude >= 0.01 || v == 0) {
+    std::snprintf(text, sizeof(text), "%.3f", v);
+  } else {
+    std::snprintf(text, sizeof(text), "%.2e", v);
+  }
+  return text;
+}
+
+std::string Ratio(double r) { return std::isnan(r) ? "-" : Number(r) + "x"; }
+
+// JSON has no NaN: baseline rows carry null instead.
+nlohmann::json OrNull(double v) { return std::isnan(v) ? nlohmann::json() : nlohmann::json(v); }
+
+double PerRequest(int64_t total, double requests) {
+  return requests > 0 ? static_cast<double>(total) / requests : 0;
+}
+
+}  // namespace
+
+double Result::ratio() const {
+  if (std::isnan(baseline) || baseline == 0) return std::numeric_limits<double>::quiet_NaN();
+  return value / baseline;
+}
+
+void Report::Print(std::FILE* out) const {
+  const char* row = "%-34s %12s %-6s %12s %12s  %s\n";
+  std::string section;
+  for (const Result& r : results_) {
+    if (r.section != section) {
+      section = r.section;
+      std::fprintf(out, "\n%s\n", section.c_str());
+      std::fprintf(out, row, "name", "value", "unit", "baseline", "ratio", "target");
+    }
+    std::string target = r.target;
+    if (r.target_met) target += *r.target_met ? "  met" : "  MISSED";
+    std::fprintf(out, row, r.name.c_str(), Number(r.value).c_str(), r.unit.c_str(),
+                 Number(r.baseline).c_str(), Ratio(r.ratio()).c_str(), target.c_str());
+  }
+  if (diagnostics_.empty()) return;
+  std::fprintf(out,
+               "\nWhere the time goes, per request (CPU from getrusage and "
+               "/proc/PID/task/*/schedstat; cores = CPU time / wall time)\n");
+  const char* diag = "%-28s %10s %10s %10s %10s %10s %10s %8s\n";
+  std::fprintf(out, diag, "scenario", "requests", "client_us", "daemon_us", "d_runq_us",
+               "client_cs", "daemon_cs", "cores");
+  for (const Diagnostic& d : diagnostics_) {
+    double cpu_ns = static_cast<double>(d.delta.client_cpu_ns + d.delta.daemon_cpu_ns);
+    std::fprintf(
+        out, diag, d.scenario.c_str(), Number(d.requests).c_str(),
+        Number(PerRequest(d.delta.client_cpu_ns, d.requests) / 1e3).c_str(),
+        d.delta.has_daemon ? Number(PerRequest(d.delta.daemon_cpu_ns, d.requests) / 1e3).c_str()
+                           : "-",
+        d.delta.has_daemon
+            ? Number(PerRequest(d.delta.daemon_runqueue_ns, d.requests) / 1e3).c_str()
+            : "-",
+        Number(PerRequest(d.delta.client_switches, d.requests)).c_str(),
+        d.delta.has_daemon ? Number(PerRequest(d.delta.daemon_switches, d.requests)).c_str() : "-",
+        Number(d.wall_s > 0 ? cpu_ns / 1e9 / d.wall_s : 0).c_str());
+  }
+}
+
+nlohmann::json Report::ToJson(const MachineInfo& machine, const std::string& date,
+                              const std::string& git, const nlohmann::json& config) const {
+  nlohmann::json doc;
+  doc["machine"] = {{"cpu", machine.cpu_model},
+                    {"cores", machine.cores},
+                    {"kernel", machine.kernel},
+                    {"clocksource", machine.clocksource},
+                    {"loadavg_at_start", machine.loadavg},
+                    {"loadavg_at_end", LoadAverage()}};
+  doc["date"] = date;
+  doc["git"] = git.empty() ? nlohmann::json() : nlohmann::json(git);
+  doc["config"] = config;
+  nlohmann::json results = nlohmann::json::array();
+  for (const Result& r : results_) {
+    nlohmann::json j = {{"section", r.section},
+                        {"name", r.name},
+                        {"value", r.value},
+                        {"unit", r.unit},
+                        {"baseline", OrNull(r.baseline)},
+                        {"baseline_name", r.baseline_name},
+                        {"ratio", OrNull(r.ratio())}};
+    if (!r.target.empty()) j["target"] = r.target;
+    if (r.target_met) j["target_met"] = *r.target_met;
+    if (!r.details.empty()) j["details"] = r.details;
+    results.push_back(std::move(j));
+  }
+  doc["results"] = std::move(results);
+  nlohmann::json diagnostics = nlohmann::json::array();
+  for (const Diagnostic& d : diagnostics_) {
+    nlohmann::json j = {
+        {"scenario", d.scenario},
+        {"requests", d.requests},
+        {"wall_s", d.wall_s},
+        {"client_cpu_us_per_request", PerRequest(d.delta.client_cpu_ns, d.requests) / 1e3},
+        {"client_context_switches_per_request", PerRequest(d.delta.client_switches, d.requests)}};
+    if (d.delta.has_daemon) {
+      j["daemon_cpu_us_per_request"] = PerRequest(d.delta.daemon_cpu_ns, d.requests) / 1e3;
+      j["daemon_runqueue_wait_us_per_request"] =
+          PerRequest(d.delta.daemon_runqueue_ns, d.requests) / 1e3;
+      j["daemon_context_switches_per_request"] = PerRequest(d.delta.daemon_switches, d.requests);
+    }
+    diagnostics.push_back(std::move(j));
+  }
+  doc["diagnostics"] = std::move(diagnostics);
+  return doc;
+}
+
+}  // namespace atl::bench
