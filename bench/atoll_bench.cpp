@@ -32,6 +32,7 @@
 #include <latch>
 #include <limits>
 #include <map>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -74,8 +75,8 @@ bool Wants(const Options& o, const std::string& scenario) {
   return std::find(o.scenarios.begin(), o.scenarios.end(), scenario) != o.scenarios.end();
 }
 
-void Progress(const char* format, const std::string& what) {
-  std::fprintf(stderr, format, what.c_str());
+void Progress(const std::string& line) {
+  std::fprintf(stderr, "%s\n", line.c_str());
   std::fflush(stderr);
 }
 
@@ -183,7 +184,7 @@ void RoundTrip(const Options& o, Report* report) {
   for (Variant& v : variants) v.samples_ns.reserve(static_cast<size_t>(per_round) * rounds);
   for (int round = 0; round < rounds; ++round) {
     for (Variant& v : variants) {
-      Usage before = SampleUsage(o.daemon_pid);
+      Usage before = SampleUsage(o.daemon_pid, SampleAt::kStart);
       int64_t begin = NowNs();
       for (int i = 0; i < per_round; ++i) {
         int64_t t0 = NowNs();
@@ -191,7 +192,7 @@ void RoundTrip(const Options& o, Report* report) {
         v.samples_ns.push_back(NowNs() - t0);
       }
       v.wall_ns += NowNs() - begin;
-      v.usage += SampleUsage(o.daemon_pid) - before;
+      v.usage += SampleUsage(o.daemon_pid, SampleAt::kEnd) - before;
     }
   }
   CheckSum("direct call", da.data(), db.data(), dc.data(), n);
@@ -341,13 +342,13 @@ RateRun DaemonNoopThreads(const Options& o, int threads) {
   }
   ready.arrive_and_wait();
   RateRun run;
-  Usage before = SampleUsage(o.daemon_pid);
+  Usage before = SampleUsage(o.daemon_pid, SampleAt::kStart);
   int64_t begin = NowNs();
   deadline.store(begin + Seconds(o.duration_s));
   go.count_down();
   for (auto& w : workers) w.join();
   run.elapsed_s = static_cast<double>(NowNs() - begin) / 1e9;
-  run.usage = SampleUsage(o.daemon_pid) - before;
+  run.usage = SampleUsage(o.daemon_pid, SampleAt::kEnd) - before;
   for (const auto& e : errors) {
     if (e) std::rethrow_exception(e);
   }
@@ -361,7 +362,7 @@ RateRun DaemonNoopThreads(const Options& o, int threads) {
 // a process-wide connection and a reader thread, and a forked copy would inherit the parent's
 // socket without the thread that reads it. The parent and a child talk over two pipes: the child
 // writes "ready" once connected and warm, waits for one byte, runs for the duration and writes
-// "<requests>".
+// "<requests> <CPU ns> <context switches>" of that run.
 
 std::string ReadLine(int fd) {
   std::string line;
@@ -435,14 +436,28 @@ RateRun DaemonNoopProcesses(const Options& o, int processes) {
       if (ReadLine(c.from_child) != "ready") throw std::runtime_error("bad client handshake");
     }
     RateRun run;
-    Usage before = SampleUsage(o.daemon_pid);
+    Usage before = SampleUsage(o.daemon_pid, SampleAt::kStart);
     int64_t begin = NowNs();
     for (Child& c : children) WriteAll(c.to_child, "g");
-    for (Child& c : children) run.requests += std::stoull(ReadLine(c.from_child));
+    Usage clients;
+    for (Child& c : children) {
+      std::istringstream report(ReadLine(c.from_child));
+      uint64_t requests = 0;
+      int64_t cpu_ns = 0, switches = 0;
+      if (!(report >> requests >> cpu_ns >> switches)) {
+        throw std::runtime_error("a client process sent a malformed report");
+      }
+      run.requests += requests;
+      clients.client_cpu_ns += cpu_ns;
+      clients.client_switches += switches;
+    }
     run.elapsed_s = static_cast<double>(NowNs() - begin) / 1e9;
-    // Reaped before sampling, so that the children's CPU time shows in RUSAGE_CHILDREN.
+    // Sampled before the children are reaped, so that RUSAGE_CHILDREN does not add their
+    // start-up and warm-up: each child reported what its measured phase cost.
+    run.usage = SampleUsage(o.daemon_pid, SampleAt::kEnd) - before;
+    run.usage.client_cpu_ns += clients.client_cpu_ns;
+    run.usage.client_switches += clients.client_switches;
     reap();
-    run.usage = SampleUsage(o.daemon_pid) - before;
     return run;
   } catch (...) {
     for (Child& c : children) ::kill(c.pid, SIGTERM);
@@ -458,8 +473,11 @@ int ChildNoop(const Options& o) {
     char go;
     while (::read(STDIN_FILENO, &go, 1) < 0 && errno == EINTR) {
     }
+    Usage before = SampleUsage(0, SampleAt::kStart);
     uint64_t done = PipelineNoop(o.window, NowNs() + Seconds(o.duration_s));
-    WriteAll(STDOUT_FILENO, std::to_string(done) + "\n");
+    Usage used = SampleUsage(0, SampleAt::kEnd) - before;
+    WriteAll(STDOUT_FILENO, std::to_string(done) + " " + std::to_string(used.client_cpu_ns) + " " +
+                                std::to_string(used.client_switches) + "\n");
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "atoll_bench client process: %s\n", e.what());
@@ -475,7 +493,7 @@ void Rates(const Options& o, Report* report) {
   std::map<int, double> direct;
   for (int clients : o.clients) {
     if (direct.count(clients) != 0) continue;
-    Progress("  direct atoll_kernel_noop, %s thread(s)\n", std::to_string(clients));
+    Progress("  direct atoll_kernel_noop, " + std::to_string(clients) + " thread(s)");
     direct[clients] = DirectNoopRate(noop, clients, o.baseline_duration_s);
     Result r;
     r.section = section;
@@ -487,7 +505,7 @@ void Rates(const Options& o, Report* report) {
   for (const char* kind : {"threads", "processes"}) {
     if (!Wants(o, kind)) continue;
     for (int clients : o.clients) {
-      Progress("  testing.noop through atolld, %s\n", std::to_string(clients) + " " + kind);
+      Progress("  testing.noop through atolld, " + std::to_string(clients) + " " + kind);
       RateRun run = std::string(kind) == "threads" ? DaemonNoopThreads(o, clients)
                                                    : DaemonNoopProcesses(o, clients);
       std::string key = std::string(kind) + std::to_string(clients);
@@ -515,6 +533,20 @@ void Rates(const Options& o, Report* report) {
 }
 
 // ---- Main ---------------------------------------------------------------------------------------
+
+// CLI11's own list splitting trips GCC 12's -Wnull-dereference inside libstdc++; lists are
+// split here instead.
+std::vector<std::string> SplitCommas(const std::string& text) {
+  std::vector<std::string> items;
+  size_t begin = 0;
+  while (begin <= text.size()) {
+    size_t end = text.find(',', begin);
+    if (end == std::string::npos) end = text.size();
+    if (end > begin) items.push_back(text.substr(begin, end - begin));
+    begin = end + 1;
+  }
+  return items;
+}
 
 std::string DefaultBuildDir() {
   std::error_code ec;
@@ -557,13 +589,11 @@ int Run(int argc, char** argv) {
   app.add_option("--window", o.window, "requests in flight per client in the rate runs")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_option("--clients", o.clients, "client thread/process counts for the rate runs")
-      ->delimiter(',')
-      ->check(CLI::PositiveNumber)
+  std::string clients = "1,2,4", scenarios = "roundtrip,threads,processes";
+  app.add_option("--clients", clients, "client thread/process counts for the rate runs")
       ->capture_default_str();
-  app.add_option("--scenarios", o.scenarios, "which to run: roundtrip, threads, processes")
-      ->delimiter(',')
-      ->check(CLI::IsMember({"roundtrip", "threads", "processes"}))
+  app.add_option("--scenarios", scenarios,
+                 "which to run, of roundtrip, threads and processes (comma-separated)")
       ->capture_default_str();
   app.add_option("--daemon-pid", o.daemon_pid,
                  "the daemon's pid, to report its CPU time and context switches per request");
@@ -573,6 +603,25 @@ int Run(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (o.child) return ChildNoop(o);
+  o.clients.clear();
+  for (const std::string& item : SplitCommas(clients)) {
+    int count = 0;
+    if (std::sscanf(item.c_str(), "%d", &count) != 1 || count <= 0 || count > 1024) {
+      std::fprintf(stderr, "atoll_bench: --clients: '%s' is not a count from 1 to 1024\n",
+                   item.c_str());
+      return 2;
+    }
+    o.clients.push_back(count);
+  }
+  o.scenarios = SplitCommas(scenarios);
+  for (const std::string& item : o.scenarios) {
+    if (item != "roundtrip" && item != "threads" && item != "processes") {
+      std::fprintf(stderr,
+                   "atoll_bench: --scenarios: unknown '%s' (roundtrip, threads, processes)\n",
+                   item.c_str());
+      return 2;
+    }
+  }
   if (o.quick) {
     auto unless_given = [&](const char* flag, auto* field, auto value) {
       if (app.count(flag) == 0) *field = value;
@@ -599,11 +648,11 @@ int Run(int argc, char** argv) {
 
   Report report;
   if (Wants(o, "roundtrip")) {
-    Progress("%s\n", "round trip: vector.addition, direct vs C++ API vs C API");
+    Progress("round trip: vector.addition, direct vs C++ API vs C API");
     RoundTrip(o, &report);
   }
   if (Wants(o, "threads") || Wants(o, "processes")) {
-    Progress("%s\n", "request rate: testing.noop");
+    Progress("request rate: testing.noop");
     Rates(o, &report);
   }
   report.Print(stdout);

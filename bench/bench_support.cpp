@@ -51,6 +51,19 @@ void AddThread(const std::string& task, Usage* usage) {
   }
 }
 
+void AddDaemon(pid_t daemon, Usage* usage) {
+  if (daemon <= 0) return;
+  std::string tasks = "/proc/" + std::to_string(daemon) + "/task";
+  DIR* dir = ::opendir(tasks.c_str());
+  if (dir == nullptr) return;
+  usage->has_daemon = true;
+  while (dirent* entry = ::readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    AddThread(tasks + "/" + entry->d_name, usage);
+  }
+  ::closedir(dir);
+}
+
 }  // namespace
 
 LatencySummary Summarize(std::vector<int64_t>& samples_ns) {
@@ -130,24 +143,16 @@ Usage Usage::operator-(const Usage& other) const {
   return d;
 }
 
-Usage SampleUsage(pid_t daemon) {
+Usage SampleUsage(pid_t daemon, SampleAt at) {
   Usage usage;
+  if (at == SampleAt::kStart) AddDaemon(daemon, &usage);
   for (int who : {RUSAGE_SELF, RUSAGE_CHILDREN}) {
     rusage ru{};
     if (::getrusage(who, &ru) != 0) continue;
     usage.client_cpu_ns += TimevalNs(ru.ru_utime) + TimevalNs(ru.ru_stime);
     usage.client_switches += ru.ru_nvcsw + ru.ru_nivcsw;
   }
-  if (daemon <= 0) return usage;
-  std::string tasks = "/proc/" + std::to_string(daemon) + "/task";
-  DIR* dir = ::opendir(tasks.c_str());
-  if (dir == nullptr) return usage;
-  usage.has_daemon = true;
-  while (dirent* entry = ::readdir(dir)) {
-    if (entry->d_name[0] == '.') continue;
-    AddThread(tasks + "/" + entry->d_name, &usage);
-  }
-  ::closedir(dir);
+  if (at == SampleAt::kEnd) AddDaemon(daemon, &usage);
   return usage;
 }
 

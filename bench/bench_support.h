@@ -69,8 +69,11 @@ struct Usage {
 };
 
 // `daemon` <= 0 samples the client only. Daemon figures come from /proc/PID/task/*/: threads of
-// the daemon live as long as it does, so summing the current ones misses nothing.
-Usage SampleUsage(pid_t daemon);
+// the daemon live as long as it does, so summing the current ones misses nothing. Reading those
+// files costs the client tens of microseconds, so a sample at the start of a measurement reads
+// them before the client's own counters, and one at the end after, keeping that cost out.
+enum class SampleAt { kStart, kEnd };
+Usage SampleUsage(pid_t daemon, SampleAt at);
 
 // Machine description for the JSON report.
 struct MachineInfo {

@@ -32,6 +32,18 @@ double PerRequest(int64_t total, double requests) {
   return requests > 0 ? static_cast<double>(total) / requests : 0;
 }
 
+void Row(std::FILE* out, const std::string& name, const std::string& value, const std::string& unit,
+         const std::string& baseline, const std::string& ratio, const std::string& target) {
+  std::fprintf(out, "%-34s %12s %-6s %12s %12s  %s\n", name.c_str(), value.c_str(), unit.c_str(),
+               baseline.c_str(), ratio.c_str(), target.c_str());
+}
+
+void DiagnosticRow(std::FILE* out, const std::vector<std::string>& cells) {
+  std::fprintf(out, "%-28s %10s %10s %10s %10s %10s %10s %8s\n", cells[0].c_str(), cells[1].c_str(),
+               cells[2].c_str(), cells[3].c_str(), cells[4].c_str(), cells[5].c_str(),
+               cells[6].c_str(), cells[7].c_str());
+}
+
 }  // namespace
 
 double Result::ratio() const {
@@ -40,39 +52,34 @@ double Result::ratio() const {
 }
 
 void Report::Print(std::FILE* out) const {
-  const char* row = "%-34s %12s %-6s %12s %12s  %s\n";
   std::string section;
   for (const Result& r : results_) {
     if (r.section != section) {
       section = r.section;
       std::fprintf(out, "\n%s\n", section.c_str());
-      std::fprintf(out, row, "name", "value", "unit", "baseline", "ratio", "target");
+      Row(out, "name", "value", "unit", "baseline", "ratio", "target");
     }
     std::string target = r.target;
     if (r.target_met) target += *r.target_met ? "  met" : "  MISSED";
-    std::fprintf(out, row, r.name.c_str(), Number(r.value).c_str(), r.unit.c_str(),
-                 Number(r.baseline).c_str(), Ratio(r.ratio()).c_str(), target.c_str());
+    Row(out, r.name, Number(r.value), r.unit, Number(r.baseline), Ratio(r.ratio()), target);
   }
   if (diagnostics_.empty()) return;
   std::fprintf(out,
                "\nWhere the time goes, per request (CPU from getrusage and "
                "/proc/PID/task/*/schedstat; cores = CPU time / wall time)\n");
-  const char* diag = "%-28s %10s %10s %10s %10s %10s %10s %8s\n";
-  std::fprintf(out, diag, "scenario", "requests", "client_us", "daemon_us", "d_runq_us",
-               "client_cs", "daemon_cs", "cores");
+  DiagnosticRow(out, {"scenario", "requests", "client_us", "daemon_us", "d_runq_us", "client_cs",
+                      "daemon_cs", "cores"});
   for (const Diagnostic& d : diagnostics_) {
+    auto daemon = [&](int64_t total, double scale) {
+      return d.delta.has_daemon ? Number(PerRequest(total, d.requests) / scale) : "-";
+    };
     double cpu_ns = static_cast<double>(d.delta.client_cpu_ns + d.delta.daemon_cpu_ns);
-    std::fprintf(
-        out, diag, d.scenario.c_str(), Number(d.requests).c_str(),
-        Number(PerRequest(d.delta.client_cpu_ns, d.requests) / 1e3).c_str(),
-        d.delta.has_daemon ? Number(PerRequest(d.delta.daemon_cpu_ns, d.requests) / 1e3).c_str()
-                           : "-",
-        d.delta.has_daemon
-            ? Number(PerRequest(d.delta.daemon_runqueue_ns, d.requests) / 1e3).c_str()
-            : "-",
-        Number(PerRequest(d.delta.client_switches, d.requests)).c_str(),
-        d.delta.has_daemon ? Number(PerRequest(d.delta.daemon_switches, d.requests)).c_str() : "-",
-        Number(d.wall_s > 0 ? cpu_ns / 1e9 / d.wall_s : 0).c_str());
+    DiagnosticRow(out, {d.scenario, Number(d.requests),
+                        Number(PerRequest(d.delta.client_cpu_ns, d.requests) / 1e3),
+                        daemon(d.delta.daemon_cpu_ns, 1e3), daemon(d.delta.daemon_runqueue_ns, 1e3),
+                        Number(PerRequest(d.delta.client_switches, d.requests)),
+                        daemon(d.delta.daemon_switches, 1),
+                        Number(d.wall_s > 0 ? cpu_ns / 1e9 / d.wall_s : 0)});
   }
 }
 

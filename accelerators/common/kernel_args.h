@@ -9,7 +9,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "atoll/atoll.h"
+#include "atoll/status.h"
 #include "atoll/cpu_kernel.h"
 
 namespace atl::accelerators {

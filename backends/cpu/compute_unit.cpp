@@ -9,7 +9,7 @@
 #include <exception>
 #include <utility>
 
-#include "atoll/atoll.h"
+#include "atoll/status.h"
 
 namespace atl::cpu {
 namespace {

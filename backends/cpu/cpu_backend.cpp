@@ -19,7 +19,7 @@
 #include <system_error>
 #include <vector>
 
-#include "atoll/atoll.h"
+#include "atoll/status.h"
 #include "atoll/backend.h"
 #include "atoll/cpu_kernel.h"
 #include "compute_unit.h"

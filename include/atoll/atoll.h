@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "atoll/status.h"
+
 #if defined(ATOLL_BUILDING_LIBRARY)
 #define ATOLL_EXPORT __attribute__((visibility("default")))
 #else
@@ -29,26 +31,7 @@
 extern "C" {
 #endif
 
-/* Canonical status codes, the same on the wire, in this API and in atoll::error. */
-typedef enum atoll_status_code {
-  ATOLL_OK = 0,
-  ATOLL_CANCELLED = 1,
-  ATOLL_UNKNOWN = 2,
-  ATOLL_INVALID_ARGUMENT = 3,
-  ATOLL_DEADLINE_EXCEEDED = 4,
-  ATOLL_NOT_FOUND = 5,
-  ATOLL_ALREADY_EXISTS = 6,
-  ATOLL_PERMISSION_DENIED = 7,
-  ATOLL_RESOURCE_EXHAUSTED = 8,
-  ATOLL_FAILED_PRECONDITION = 9,
-  ATOLL_ABORTED = 10,
-  ATOLL_OUT_OF_RANGE = 11,
-  ATOLL_UNIMPLEMENTED = 12,
-  ATOLL_INTERNAL = 13,
-  ATOLL_UNAVAILABLE = 14,
-  ATOLL_DATA_LOSS = 15,
-  ATOLL_UNAUTHENTICATED = 16
-} atoll_status_code;
+/* atoll_status_code: canonical status codes, shared with backends and kernels. */
 
 /* The name of a status code ("INVALID_ARGUMENT"); never NULL. */
 ATOLL_EXPORT const char* atoll_status_name(atoll_status_code code);
@@ -89,7 +72,11 @@ ATOLL_EXPORT atoll_request atoll_request_create(const char* accelerator);
 ATOLL_EXPORT atoll_status_code atoll_request_arg_array(atoll_request request, size_t size_bytes,
                                                        const void* value, uint32_t index);
 
-/* Sets argument `index` to a copy of `size_bytes` bytes at `value` (at most 4096 bytes). */
+/* Largest scalar argument; larger data travels in a buffer. */
+#define ATOLL_MAX_SCALAR_BYTES 4096
+
+/* Sets argument `index` to a copy of `size_bytes` bytes at `value` (at most
+ * ATOLL_MAX_SCALAR_BYTES). */
 ATOLL_EXPORT atoll_status_code atoll_request_arg_scalar(atoll_request request, size_t size_bytes,
                                                         const void* value, uint32_t index);
 

@@ -122,7 +122,7 @@ static inline int inaccel_submit(inaccel_request request, inaccel_response respo
 /* The highest argument index plus one; it bounds the memory a stray index can make us allocate. */
 #define INACCEL_SHIM_MAX_ARGUMENTS 65536u
 /* The largest scalar atoll_request_arg_scalar takes inline. */
-#define INACCEL_SHIM_MAX_INLINE_SCALAR 4096u
+#define INACCEL_SHIM_MAX_INLINE_SCALAR ((unsigned)ATOLL_MAX_SCALAR_BYTES)
 
 /* Casts and null pointers that C++ compilers accept without -Wold-style-cast or
  * -Wzero-as-null-pointer-constant warnings, as the header is both C and C++. */

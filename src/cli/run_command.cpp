@@ -151,13 +151,17 @@ StatusOr<std::vector<RunArgument>> ParseRunArguments(const json& signature,
       const std::string name = spec.value("name", "");
       const std::string where =
           id + ": argument " + std::to_string(i) + " '" + name + "' (" + type + "): ";
-      bool is_array = !type.empty() && type.back() == '*';
+      // The daemon reports kind and element size; older daemons only the type text.
+      bool is_array = spec.contains("kind") ? spec.value("kind", "") == "array"
+                                            : !type.empty() && type.back() == '*';
+      const uint64_t reported_bytes = spec.value("element_bytes", uint64_t{0});
       if ((pass == 0) == is_array) continue;
       RunArgument& a = out[i];
       a.is_array = is_array;
       if (!is_array) {
         a.type = type;
-        auto bytes = repository::ScalarTypeBytes(type);
+        StatusOr<uint64_t> bytes = reported_bytes != 0 ? StatusOr<uint64_t>(reported_bytes)
+                                                       : repository::ScalarTypeBytes(type);
         if (!bytes.ok()) return InvalidArgumentError(where + bytes.status().message());
         auto scalar = ParseScalar(type, *bytes, values[i]);
         if (!scalar.ok()) return InvalidArgumentError(where + scalar.status().message());
@@ -200,7 +204,9 @@ StatusOr<std::vector<RunArgument>> ParseRunArguments(const json& signature,
         }
         auto elements = EvaluateLength(rule, arguments, out);
         if (!elements.ok()) return InvalidArgumentError(where + elements.status().message());
-        auto element_bytes = repository::ScalarTypeBytes(a.type);
+        StatusOr<uint64_t> element_bytes = reported_bytes != 0
+                                               ? StatusOr<uint64_t>(reported_bytes)
+                                               : repository::ScalarTypeBytes(a.type);
         if (!element_bytes.ok())
           return InvalidArgumentError(where + element_bytes.status().message());
         a.size_bytes = *elements * *element_bytes;

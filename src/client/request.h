@@ -13,7 +13,7 @@
 namespace atl::client {
 
 // Scalars larger than this must travel in a buffer.
-inline constexpr size_t kMaxScalarBytes = 4096;
+inline constexpr size_t kMaxScalarBytes = ATOLL_MAX_SCALAR_BYTES;
 
 class Request {
  public:

@@ -239,8 +239,18 @@ void Engine::Submit(const std::shared_ptr<Session>& session, const wire::Submit&
   if (!checked.ok()) return reject(checked);
   for (int i = 0; i < count; ++i) {
     const auto& spec = kernel.arguments[static_cast<size_t>(i)];
-    job->args[static_cast<size_t>(i)].type = spec.type.c_str();
-    job->args[static_cast<size_t>(i)].access = static_cast<uint32_t>(spec.access);
+    atoll_backend_arg_v1& out = job->args[static_cast<size_t>(i)];
+    out.type = spec.type.c_str();
+    out.access = static_cast<uint32_t>(spec.access);
+    // Kernels read arrays as their element type, which needs natural alignment.
+    uint64_t align = std::min<uint64_t>(spec.element_bytes, 16);
+    if (out.kind == ATOLL_BACKEND_ARG_ARRAY && align > 1 && (align & (align - 1)) == 0 &&
+        reinterpret_cast<uintptr_t>(out.data) % align != 0) {
+      return reject(InvalidArgumentError(
+          accelerator + ": argument " + std::to_string(i) + " '" + spec.name +
+          "' starts at a byte offset that is not a multiple of " + std::to_string(align) +
+          " (the alignment of " + spec.type + "); pass a range that starts on an element"));
+    }
   }
   if (submit.timeout_us() != 0) {
     job->deadline = Clock::now() + std::chrono::microseconds(submit.timeout_us());
@@ -484,7 +494,10 @@ std::string Engine::AcceleratorsJson() const {
       k["compute_units"] = kernel.names.size();
       json args = json::array();
       for (const auto& a : kernel.arguments) {
-        json arg{{"name", a.name}, {"type", a.type}};
+        json arg{{"name", a.name},
+                 {"type", a.type},
+                 {"kind", a.kind == repository::ArgKind::kArray ? "array" : "scalar"},
+                 {"element_bytes", a.element_bytes}};
         if (a.kind == repository::ArgKind::kArray) {
           arg["access"] = a.access == repository::Access::kRead    ? "r"
                           : a.access == repository::Access::kWrite ? "w"

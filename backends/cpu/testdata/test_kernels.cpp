@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <thread>
 
-#include "atoll/atoll.h"
+#include "atoll/status.h"
 #include "atoll/cpu_kernel.h"
 
 ATOLL_CPU_BINARY()
