@@ -1,5 +1,6 @@
 #include "client/connection.h"
 
+#include <pthread.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -61,8 +62,19 @@ std::future<void> ResponseState::MakeFuture() {
   return promise_->get_future();
 }
 
+namespace {
+
+// Bumped in a forked child: the child must not speak on its parent's connection (its buffers would
+// land in the parent's session, and no reader thread runs in the child).
+std::atomic<uint64_t> fork_generation{0};
+void OnForkChild() { fork_generation.fetch_add(1, std::memory_order_relaxed); }
+const int fork_handler_installed = ::pthread_atfork(nullptr, nullptr, &OnForkChild);
+
+}  // namespace
+
 // One established connection. Replaced as a whole when the daemon goes away.
 struct Connection::Live {
+  uint64_t fork_generation = 0;
   UniqueFd socket;
   std::atomic<bool> closed{false};
   std::atomic<uint64_t> next_id{1};
@@ -83,7 +95,19 @@ std::string Connection::SocketPath() {
   return (env != nullptr && env[0] != '\0') ? env : ATOLL_DEFAULT_SOCKET;
 }
 
+bool Connection::UsableLocked() const {
+  return live_ && !live_->closed.load(std::memory_order_acquire) &&
+         live_->fork_generation == fork_generation.load(std::memory_order_relaxed);
+}
+
 Status Connection::EnsureConnectedLocked() {
+  (void)fork_handler_installed;
+  if (live_ && live_->fork_generation != fork_generation.load(std::memory_order_relaxed)) {
+    // Inherited from the parent: drop it without failing the parent's requests, which are not
+    // this process's to complete.
+    live_->closed.store(true, std::memory_order_release);
+    live_.reset();
+  }
   if (live_ && !live_->closed.load(std::memory_order_acquire)) return OkStatus();
   std::string path = SocketPath();
   ATOLL_ASSIGN_OR_RETURN(UniqueFd fd, ipc::Connect(path));
@@ -126,6 +150,7 @@ Status Connection::EnsureConnectedLocked() {
   ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
 
   auto live = std::make_shared<Live>();
+  live->fork_generation = fork_generation.load(std::memory_order_relaxed);
   live->socket = std::move(fd);
   live_ = live;
   std::thread([this, live] { ReaderLoop(live); }).detach();
@@ -256,7 +281,7 @@ Status Connection::Submit(const std::string& accelerator, const std::vector<Argu
 
 void Connection::Cancel(uint64_t request_id) {
   std::lock_guard lock(send_mutex_);
-  if (!live_ || live_->closed.load(std::memory_order_acquire)) return;
+  if (!UsableLocked()) return;
   {
     std::lock_guard pending_lock(live_->pending_mutex);
     if (live_->pending.count(request_id) == 0) return;
@@ -297,7 +322,7 @@ StatusOr<std::string> Connection::Query(int kind, uint64_t timeout_ms) {
 
 void Connection::ForgetBuffer(uint64_t buffer_id) {
   std::lock_guard lock(send_mutex_);
-  if (!live_ || live_->closed.load(std::memory_order_acquire)) return;
+  if (!UsableLocked()) return;
   if (live_->sent_buffers.erase(buffer_id) == 0) return;
   wire::ClientMessage message;
   message.mutable_buffer_remove()->set_buffer_id(buffer_id);

@@ -81,6 +81,8 @@ class Connection {
   Connection() = default;
   struct Live;
   Status EnsureConnectedLocked();  // REQUIRES: send_mutex_ held
+  // True when live_ is open and belongs to this process (not inherited through fork).
+  bool UsableLocked() const;  // REQUIRES: send_mutex_ held
   void ReaderLoop(std::shared_ptr<Live> live);
   void FailAll(const std::shared_ptr<Live>& live, const Status& status);
 

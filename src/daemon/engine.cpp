@@ -552,7 +552,7 @@ std::string Engine::DevicesJson() const {
   return out.dump();
 }
 
-std::string Engine::StatusJson(size_t sessions) const {
+std::string Engine::StatusJson(size_t sessions, size_t buffers, uint64_t buffer_bytes) const {
   std::lock_guard lock(mu_);
   size_t running = 0;
   for (const auto& [id, job] : jobs_) running += job->started ? 1 : 0;
@@ -561,6 +561,7 @@ std::string Engine::StatusJson(size_t sessions) const {
            {"uptime_s",
             std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_).count()},
            {"connections", sessions},
+           {"buffers", {{"mapped", buffers}, {"bytes", buffer_bytes}}},
            {"requests",
             {{"completed", completed_.load()},
              {"failed", failed_.load()},

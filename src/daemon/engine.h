@@ -53,7 +53,8 @@ class Engine {
   // JSON answers to the CLI's queries.
   std::string AcceleratorsJson() const;
   std::string DevicesJson() const;
-  std::string StatusJson(size_t sessions) const;
+  // `buffers` and `buffer_bytes`: client buffers mapped now, across connections.
+  std::string StatusJson(size_t sessions, size_t buffers, uint64_t buffer_bytes) const;
 
   // Fails every queued request with UNAVAILABLE, then waits up to `grace` for running ones.
   // Returns how many were still running when it gave up.

@@ -214,9 +214,16 @@ bool Server::Handle(const std::shared_ptr<Session>& session, const char* data, s
         case wire::Query::KIND_DEVICES:
           r->set_json(engine_->DevicesJson());
           break;
-        case wire::Query::KIND_STATUS:
-          r->set_json(engine_->StatusJson(sessions_.size()));
+        case wire::Query::KIND_STATUS: {
+          size_t buffers = 0;
+          uint64_t bytes = 0;
+          for (const auto& [sid, s] : sessions_) {
+            buffers += s->buffers.size();
+            for (const auto& [bid, b] : s->buffers) bytes += b->size_bytes();
+          }
+          r->set_json(engine_->StatusJson(sessions_.size(), buffers, bytes));
           break;
+        }
         default:
           r->mutable_status()->set_code(static_cast<uint32_t>(Code::kInvalidArgument));
           r->mutable_status()->set_message("unknown query kind");

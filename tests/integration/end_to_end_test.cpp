@@ -15,9 +15,11 @@
 #include <random>
 #include <thread>
 
+#include <nlohmann/json.hpp>
 #include "atoll.pb.h"
 #include "atoll/atoll.h"
 #include "atoll/atoll.hpp"
+#include "client/connection.h"
 #include "ipc/socket.h"
 #include "test_daemon.h"
 
@@ -397,6 +399,47 @@ TEST_F(EndToEnd, GarbageAndForeignBufferIdsDoNotHurtOtherClients) {
     ASSERT_TRUE(reply.ParseFromArray(buffer.data(), static_cast<int>(size)));
     EXPECT_TRUE(reply.has_goodbye());
   }
+  atoll::request noop("testing.noop");
+  atoll::submit(noop).get();
+}
+
+TEST_F(EndToEnd, CrashedClientsBuffersAndConnectionsAreReleased) {
+  auto status = [] {
+    auto text = atl::client::Connection::Default().Query(wire::Query::KIND_STATUS, 5000);
+    EXPECT_TRUE(text.ok()) << text.status().ToString();
+    return nlohmann::json::parse(text.ok() ? *text : std::string("{}"));
+  };
+  auto before = status();
+  for (int round = 0; round < 3; ++round) {
+    pid_t child = ::fork();
+    if (child == 0) {
+      // A fresh process: its own connection and buffers, killed while a request runs.
+      const int n = 1 << 16;
+      atoll::vector<int> out(n);
+      int value = 1, ms = 2000;
+      atoll::request fill("testing.fill");
+      fill.arg(out).arg(n).arg(value).arg(ms);
+      auto pending = atoll::submit(fill);
+      ::raise(SIGKILL);
+    }
+    int wstatus = 0;
+    ASSERT_EQ(::waitpid(child, &wstatus, 0), child);
+    ASSERT_TRUE(WIFSIGNALED(wstatus));
+  }
+  // The daemon notices each disconnect at once; running kernels keep their own mapping until
+  // they end, but the connection's table is emptied.
+  nlohmann::json after;
+  for (int i = 0; i < 200; ++i) {
+    after = status();
+    if (after["connections"] == before["connections"] &&
+        after["buffers"]["mapped"] == before["buffers"]["mapped"]) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(after["connections"], before["connections"]);
+  EXPECT_EQ(after["buffers"]["mapped"], before["buffers"]["mapped"]);
+  EXPECT_EQ(after["buffers"]["bytes"], before["buffers"]["bytes"]);
   atoll::request noop("testing.noop");
   atoll::submit(noop).get();
 }
