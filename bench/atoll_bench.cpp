@@ -4,6 +4,9 @@
 //   roundtrip  vector.addition on 1024 floats, one request at a time, through the C++ API
 //              (submit(r).get()) and through the C API (atoll_submit + atoll_response_wait),
 //              against atoll_kernel_vadd called directly. Issue target: at most 10 us added at p50.
+//              Measured in the same rounds: the platform floor, i.e. a packet to an echo process
+//              and back, and a futex wake-up of another thread and back, which show how much of
+//              the round trip any blocking design would pay on this machine.
 //   threads    testing.noop with W requests in flight per client thread, 1, 2 and 4 threads of one
 //              process sharing its connection, against atoll_kernel_noop called directly by as
 //              many threads. Issue target: at least 100k requests/s on a 2-core machine.
@@ -168,10 +171,18 @@ void RoundTrip(const Options& o, Report* report) {
     if (rc != ATOLL_OK) ThrowC("atoll_response_wait", rc);
   };
 
+  // The platform floor, measured in the same rounds: a Submit packet of vector.addition is about
+  // this size on the wire.
+  constexpr size_t kSubmitPacketBytes = 64;
+  SocketEcho socket_echo(kSubmitPacketBytes);
+  ThreadEcho thread_echo;
+
   std::vector<Variant> variants;
   variants.push_back({"direct", direct, {}, {}, 0});
   variants.push_back({"cpp", cpp, {}, {}, 0});
   variants.push_back({"c", c_api, {}, {}, 0});
+  variants.push_back({"floor_socket", [&] { socket_echo.RoundTrip(); }, {}, {}, 0});
+  variants.push_back({"floor_thread", [&] { thread_echo.RoundTrip(); }, {}, {}, 0});
 
   // Warm-up connects, sends the buffers, loads the binary in the daemon and faults in the code.
   for (Variant& v : variants) {
@@ -199,8 +210,8 @@ void RoundTrip(const Options& o, Report* report) {
   CheckSum("C++ API", a.data(), b.data(), c_cpp.data(), n);
   CheckSum("C API", a.data(), b.data(), c_c.data(), n);
 
-  LatencySummary s[3];
-  for (int i = 0; i < 3; ++i) s[i] = Summarize(variants[static_cast<size_t>(i)].samples_ns);
+  LatencySummary s[5];
+  for (int i = 0; i < 5; ++i) s[i] = Summarize(variants[static_cast<size_t>(i)].samples_ns);
   const LatencySummary& d = s[0];
   const std::string section =
       "Round trip: vector.addition on " + std::to_string(n) +
@@ -243,6 +254,43 @@ void RoundTrip(const Options& o, Report* report) {
   }
   // What the std::future costs over the C API's handle: positive when the C++ path is slower.
   add("roundtrip.cpp_minus_c.p50", s[1].p50_us - s[2].p50_us, s[2].p50_us, "roundtrip.c.p50", {});
+
+  // What blocking hand-offs cost on this machine whatever the code does: a request through a
+  // daemon needs at least one process wake-up each way (the socket floor); Atoll's path also hands
+  // each request from thread to thread inside both processes (each costing about a thread floor).
+  const LatencySummary& process_floor = s[3];
+  const LatencySummary& thread_floor = s[4];
+  const std::string floor_section =
+      "Platform floor of a round trip: blocking hand-offs on this machine, whatever the code "
+      "(baseline: atoll_kernel_vadd called in-process)";
+  auto add_floor = [&](const std::string& name, double value, double baseline,
+                       const std::string& baseline_name, nlohmann::json extra) {
+    Result r;
+    r.section = floor_section;
+    r.name = name;
+    r.value = value;
+    r.unit = "us";
+    r.baseline = baseline;
+    r.baseline_name = baseline_name;
+    r.details = std::move(extra);
+    report->Add(std::move(r));
+  };
+  nlohmann::json socket_details = details(process_floor);
+  socket_details["what"] =
+      "64-byte packet to an echo process and back over a SOCK_SEQPACKET socketpair, both blocking";
+  nlohmann::json thread_details = details(thread_floor);
+  thread_details["what"] = "wake an echo thread through a futex and be woken back";
+  add_floor("floor.process_socket.p50", process_floor.p50_us, d.p50_us, "roundtrip.direct.p50",
+            socket_details);
+  add_floor("floor.process_socket.p99", process_floor.p99_us, d.p99_us, "roundtrip.direct.p99", {});
+  add_floor("floor.thread_futex.p50", thread_floor.p50_us, d.p50_us, "roundtrip.direct.p50",
+            thread_details);
+  add_floor("floor.thread_futex.p99", thread_floor.p99_us, d.p99_us, "roundtrip.direct.p99", {});
+  // What Atoll adds on top of the unavoidable process wake-ups.
+  add_floor("roundtrip.cpp.above_floor_p50", s[1].p50_us - process_floor.p50_us,
+            process_floor.p50_us, "floor.process_socket.p50", {});
+  add_floor("roundtrip.c.above_floor_p50", s[2].p50_us - process_floor.p50_us, process_floor.p50_us,
+            "floor.process_socket.p50", {});
 
   for (const Variant& v : variants) {
     report->Add(Diagnostic{"roundtrip." + v.key, static_cast<double>(v.samples_ns.size()),
@@ -358,11 +406,12 @@ RateRun DaemonNoopThreads(const Options& o, int threads) {
 
 // ---- Client processes ---------------------------------------------------------------------------
 //
-// Each client process is this binary run again with --child-noop, not a bare fork: libatoll keeps
-// a process-wide connection and a reader thread, and a forked copy would inherit the parent's
-// socket without the thread that reads it. The parent and a child talk over two pipes: the child
-// writes "ready" once connected and warm, waits for one byte, runs for the duration and writes
-// "<requests> <CPU ns> <context switches>" of that run.
+// Each client process is this binary run again with --child-noop, not a bare fork: by then this
+// process has threads (libatoll's reader, at least), and POSIX allows a forked child of a
+// threaded process only async-signal-safe calls until it execs. A fresh program also sets up
+// libatoll and its connection exactly as an independent client would. The parent and a child
+// talk over two pipes: the child writes "ready" once connected and warm, waits for one byte, runs
+// for the duration and writes "<requests> <CPU ns> <context switches>" of that run.
 
 std::string ReadLine(int fd) {
   std::string line;

@@ -2,11 +2,17 @@
 
 #include <dirent.h>
 #include <dlfcn.h>
+#include <linux/futex.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -121,6 +127,93 @@ DirectKernel::DirectKernel(const std::string& binary_path, const std::string& sy
 }
 
 DirectKernel::~DirectKernel() { ::dlclose(handle_); }
+
+SocketEcho::SocketEcho(size_t packet_bytes) : packet_(std::max<size_t>(packet_bytes, 1), 'x') {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) {
+    throw std::runtime_error(std::string("socketpair: ") + std::strerror(errno));
+  }
+  // The buffer is allocated before fork: the child of a threaded process may only make
+  // async-signal-safe calls, and recv, send and _exit are.
+  std::vector<char> echo(packet_.size() + 1);
+  pid_ = ::fork();
+  if (pid_ < 0) {
+    int e = errno;
+    ::close(fds[0]);
+    ::close(fds[1]);
+    throw std::runtime_error(std::string("fork: ") + std::strerror(e));
+  }
+  if (pid_ == 0) {
+    ::close(fds[0]);
+    for (;;) {
+      ssize_t n = ::recv(fds[1], echo.data(), echo.size(), 0);
+      if (n <= 0 || ::send(fds[1], echo.data(), static_cast<size_t>(n), MSG_NOSIGNAL) != n) {
+        ::_exit(0);
+      }
+    }
+  }
+  ::close(fds[1]);
+  fd_ = fds[0];
+}
+
+SocketEcho::~SocketEcho() {
+  ::close(fd_);  // the echo process sees end-of-file and exits
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+}
+
+void SocketEcho::RoundTrip() {
+  if (::send(fd_, packet_.data(), packet_.size(), MSG_NOSIGNAL) !=
+          static_cast<ssize_t>(packet_.size()) ||
+      ::recv(fd_, packet_.data(), packet_.size(), 0) != static_cast<ssize_t>(packet_.size())) {
+    throw std::runtime_error(std::string("socket echo failed: ") + std::strerror(errno));
+  }
+}
+
+// Raw futex calls rather than std::atomic::wait, which spins and yields before sleeping in
+// libstdc++ and would measure the scheduler instead of one wake-up.
+struct ThreadEcho::State {
+  enum : uint32_t { kIdle, kRequest, kReply, kStop };
+  std::atomic<uint32_t> turn{kIdle};
+  std::thread thread;
+
+  void WaitWhile(uint32_t value) {
+    while (turn.load(std::memory_order_acquire) == value) {
+      ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&turn), FUTEX_WAIT_PRIVATE, value, nullptr,
+                nullptr, 0);
+    }
+  }
+  void Set(uint32_t value) {
+    turn.store(value, std::memory_order_release);
+    ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&turn), FUTEX_WAKE_PRIVATE, 1, nullptr,
+              nullptr, 0);
+  }
+};
+
+ThreadEcho::ThreadEcho() : state_(std::make_unique<State>()) {
+  static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
+  state_->thread = std::thread([s = state_.get()] {
+    for (;;) {
+      uint32_t v = s->turn.load(std::memory_order_acquire);
+      if (v == State::kStop) return;
+      if (v != State::kRequest) {
+        s->WaitWhile(v);
+        continue;
+      }
+      s->Set(State::kReply);
+    }
+  });
+}
+
+ThreadEcho::~ThreadEcho() {
+  state_->Set(State::kStop);
+  state_->thread.join();
+}
+
+void ThreadEcho::RoundTrip() {
+  state_->Set(State::kRequest);
+  state_->WaitWhile(State::kRequest);
+}
 
 Usage& Usage::operator+=(const Usage& other) {
   client_cpu_ns += other.client_cpu_ns;

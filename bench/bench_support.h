@@ -6,7 +6,9 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -53,6 +55,42 @@ class DirectKernel {
  private:
   void* handle_ = nullptr;
   atoll_cpu_kernel_fn function_ = nullptr;
+};
+
+// The platform floor of a round trip: what any client/daemon design that blocks in the kernel
+// pays on this machine, whatever its code does. Atoll's round trip needs two such process
+// wake-ups (client to daemon, daemon to client) plus its own thread hand-offs.
+
+// An echo process on a SOCK_SEQPACKET socketpair, the transport atolld uses: RoundTrip() sends
+// one packet of `packet_bytes` and blocks until it comes back. Throws std::runtime_error when the
+// socketpair or the process cannot be made.
+class SocketEcho {
+ public:
+  explicit SocketEcho(size_t packet_bytes);
+  ~SocketEcho();
+  SocketEcho(const SocketEcho&) = delete;
+  SocketEcho& operator=(const SocketEcho&) = delete;
+  void RoundTrip();
+
+ private:
+  int fd_ = -1;
+  pid_t pid_ = -1;
+  std::vector<char> packet_;
+};
+
+// An echo thread woken through a futex, as a condition variable wakes a worker: RoundTrip() wakes
+// it and blocks until it answers.
+class ThreadEcho {
+ public:
+  ThreadEcho();
+  ~ThreadEcho();
+  ThreadEcho(const ThreadEcho&) = delete;
+  ThreadEcho& operator=(const ThreadEcho&) = delete;
+  void RoundTrip();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
 };
 
 // Cumulative resource use, sampled before and after a scenario.

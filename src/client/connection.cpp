@@ -266,6 +266,16 @@ Status Connection::Submit(const std::string& accelerator, const std::vector<Argu
     live->pending.emplace(id, state);
   }
   message.SerializeToString(&live->encode_scratch);
+  if (live->encode_scratch.size() > ipc::kMaxPacketBytes) {
+    // Refused here: the daemon would close the connection, failing every request in flight.
+    std::lock_guard pending_lock(live->pending_mutex);
+    live->pending.erase(id);
+    return InvalidArgumentError("request for '" + accelerator + "' encodes to " +
+                                std::to_string(live->encode_scratch.size()) +
+                                " bytes, more than the protocol's " +
+                                std::to_string(ipc::kMaxPacketBytes) +
+                                "-byte limit: pass large data in Atoll buffers, not as scalars");
+  }
   Status sent = ipc::SendPacket(live->socket.get(), live->encode_scratch);
   if (!sent.ok()) {
     std::lock_guard pending_lock(live->pending_mutex);

@@ -90,6 +90,9 @@ StatusOr<Config> ParseConfig(const std::string& json_text) {
       if (!settings.is_object()) {
         return FieldError("backends." + name, "must be an object (the backend's settings)");
       }
+      if (settings.contains("enabled") && !settings["enabled"].is_boolean()) {
+        return FieldError("backends." + name + ".enabled", "must be true or false");
+      }
       c.backends[name] = settings.dump();
     }
   }

@@ -44,6 +44,7 @@ TEST(Config, ErrorsNameTheField) {
       {R"({"backend_dirs": [1]})", "backend_dirs[0]"},
       {R"({"backends": {"cpu": 1}})", "backends.cpu"},
       {R"({"log_level": "loud"})", "log_level"},
+      {R"({"backends": {"cpu": {"enabled": "no"}}})", "backends.cpu.enabled"},
       {R"({"shutdown_grace_ms": -1})", "shutdown_grace_ms"},
       {R"({"max_connections": 0})", "max_connections"},
       {R"({"sockett": "/x"})", "sockett"},

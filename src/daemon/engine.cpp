@@ -87,7 +87,11 @@ Engine::Engine(std::vector<std::unique_ptr<backend::Plugin>> plugins,
   index_ = std::make_shared<const repository::Index>();
 }
 
-Engine::~Engine() = default;
+Engine::~Engine() {
+  // Closing a backend completes its launched work through OnDone, which needs the engine's
+  // members: close the plugins while they still exist.
+  plugins_.clear();
+}
 
 void Engine::ReloadRepository() {
   std::vector<std::string> problems;

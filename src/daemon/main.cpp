@@ -71,9 +71,11 @@ int main(int argc, char** argv) {
                  "Unix socket to listen on. Default: $ATOLL_SOCKET, else " ATOLL_DEFAULT_SOCKET);
   app.add_option("-r,--repository", repository,
                  "repository folder. Default: $ATOLL_REPOSITORY, else /var/lib/atoll/repository");
-  app.add_option("-b,--backend-dir", backend_dirs,
-                 "folder of backend plugins (repeatable). Default: $ATOLL_BACKEND_PATH, else the "
-                 "installed plugin folder");
+  app.add_option(
+      "-b,--backend-dir", backend_dirs,
+      "folder of backend plugins (repeatable; replaces the configured folders). Default: "
+      "$ATOLL_BACKEND_PATH, else the file's backend_dirs, else the installed plugin "
+      "folder");
   app.add_option("--backend", backend_settings,
                  "settings of one backend as NAME=JSON, e.g. cpu='{\"devices\":2}' (repeatable)");
   app.add_option("-l,--log-level", log_level, "trace, debug, info, warn, error or off")
@@ -99,21 +101,28 @@ int main(int argc, char** argv) {
     }
     config = std::move(loaded).value();
   }
-  // Precedence: flags, then environment, then the file, then defaults.
+  // Precedence for every setting: flags, then environment, then the file, then defaults.
+  auto env = [](const char* name) -> const char* {
+    const char* v = std::getenv(name);
+    return (v != nullptr && v[0] != '\0') ? v : nullptr;
+  };
   if (!socket_path.empty()) {
     config.socket = socket_path;
+  } else if (env("ATOLL_SOCKET")) {
+    config.socket = env("ATOLL_SOCKET");
   } else if (config.socket.empty()) {
-    const char* env = std::getenv("ATOLL_SOCKET");
-    config.socket = (env != nullptr && env[0] != '\0') ? env : ATOLL_DEFAULT_SOCKET;
+    config.socket = ATOLL_DEFAULT_SOCKET;
   }
   if (!repository.empty()) {
     config.repository = repository;
-  } else if (const char* env = std::getenv("ATOLL_REPOSITORY");
-             env != nullptr && env[0] != '\0' && config_path.empty()) {
-    config.repository = env;
+  } else if (env("ATOLL_REPOSITORY")) {
+    config.repository = env("ATOLL_REPOSITORY");
   }
-  for (const auto& d : backend_dirs) config.backend_dirs.emplace_back(d);
-  if (config.backend_dirs.empty()) config.backend_dirs = DefaultBackendDirs();
+  if (!backend_dirs.empty()) {
+    config.backend_dirs.assign(backend_dirs.begin(), backend_dirs.end());
+  } else if (env("ATOLL_BACKEND_PATH") || config.backend_dirs.empty()) {
+    config.backend_dirs = DefaultBackendDirs();
+  }
   for (const auto& setting : backend_settings) {
     auto eq = setting.find('=');
     nlohmann::json parsed;
@@ -121,6 +130,10 @@ int main(int argc, char** argv) {
       if (eq == std::string::npos || eq == 0) throw std::invalid_argument("missing NAME=");
       parsed = nlohmann::json::parse(setting.substr(eq + 1));
       if (!parsed.is_object()) throw std::invalid_argument("not an object");
+      if (parsed.contains("enabled") && !parsed["enabled"].is_boolean()) {
+        std::cerr << "atolld: --backend " << setting << ": \"enabled\" must be true or false\n";
+        return 2;
+      }
     } catch (const std::exception&) {
       std::cerr << "atolld: --backend " << setting
                 << ": expected NAME=JSON with a JSON object, e.g. cpu='{\"devices\":2}'\n";

@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 #include <cerrno>
+#include <cstdlib>
 
 #include "atoll.pb.h"
 
@@ -262,13 +263,16 @@ int Server::Run() {
           listener_.reset();
           ::unlink(socket_path_.c_str());
           size_t left = engine_->Shutdown(std::chrono::milliseconds(config_.shutdown_grace_ms));
-          if (left != 0) {
-            spdlog::warn("{} requests still running after {} ms; exiting without them", left,
-                         config_.shutdown_grace_ms);
-          }
           for (auto& [sid, session] : sessions_) {
             session->Send(Goodbye(UnavailableError("atolld is shutting down")));
             session->Flush();
+          }
+          if (left != 0) {
+            // A kernel that outlives the grace period cannot be interrupted; its clients have
+            // been told the daemon is going, so exit without waiting for it.
+            spdlog::warn("{} requests still running after {} ms; exiting without them", left,
+                         config_.shutdown_grace_ms);
+            std::_Exit(0);
           }
           sessions_.clear();
           return 0;

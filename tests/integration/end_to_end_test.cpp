@@ -444,6 +444,24 @@ TEST_F(EndToEnd, CrashedClientsBuffersAndConnectionsAreReleased) {
   atoll::submit(noop).get();
 }
 
+TEST_F(EndToEnd, OversizedRequestIsRefusedWithoutHurtingOthersInFlight) {
+  int ms = 100;
+  atoll::request sleep("testing.sleep");
+  sleep.arg(ms);
+  auto running = atoll::submit(sleep);
+  atoll::request big("testing.noop");
+  std::vector<char> blob(ATOLL_MAX_SCALAR_BYTES, 'x');
+  for (int i = 0; i < 20; ++i) big.arg_scalar(blob.data(), blob.size());
+  try {
+    atoll::submit(big);
+    FAIL() << "an oversized request must be refused";
+  } catch (const atoll::error& e) {
+    EXPECT_EQ(e.code(), ATOLL_INVALID_ARGUMENT);
+    EXPECT_THAT(e.what(), HasSubstr("limit"));
+  }
+  EXPECT_NO_THROW(running.get());
+}
+
 TEST(EndToEndNoDaemon, DaemonNotRunningSaysHowToStartIt) {
   ::setenv("ATOLL_SOCKET", "/tmp/atoll-nobody-listens-here.sock", 1);
   atoll::vector<float> a(4);
@@ -506,6 +524,27 @@ TEST(EndToEndShutdown, SigtermFailsQueuedWorkAndFinishesRunningWork) {
   } catch (const atoll::error& e) {
     EXPECT_EQ(e.code(), ATOLL_UNAVAILABLE);
     EXPECT_THAT(e.what(), HasSubstr("shutting down"));
+  }
+}
+
+TEST(EndToEndShutdown, KernelOutlivingTheGracePeriodDoesNotCrashTheDaemon) {
+  TestDaemon::Options options;
+  options.install = {"testing"};
+  options.config_json = R"({"shutdown_grace_ms": 100})";
+  TestDaemon daemon(options);
+  int ms = 3000;
+  atoll::request sleep("testing.sleep");
+  sleep.arg(ms);
+  auto running = atoll::submit(sleep);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto begin = std::chrono::steady_clock::now();
+  EXPECT_EQ(daemon.Stop(), 0) << daemon.log();
+  EXPECT_LT(std::chrono::steady_clock::now() - begin, std::chrono::milliseconds(2000));
+  try {
+    running.get();
+    FAIL() << "the request was still running when the daemon left";
+  } catch (const atoll::error& e) {
+    EXPECT_EQ(e.code(), ATOLL_UNAVAILABLE);
   }
 }
 
