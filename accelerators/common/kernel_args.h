@@ -9,8 +9,8 @@
 #include <cstdio>
 #include <cstring>
 
-#include "atoll/status.h"
 #include "atoll/cpu_kernel.h"
+#include "atoll/status.h"
 
 namespace atl::accelerators {
 

@@ -19,9 +19,9 @@
 #include <system_error>
 #include <vector>
 
-#include "atoll/status.h"
 #include "atoll/backend.h"
 #include "atoll/cpu_kernel.h"
+#include "atoll/status.h"
 #include "compute_unit.h"
 #include "host_info.h"
 #include "kernel.h"

@@ -7,8 +7,8 @@
 #include <stdexcept>
 #include <thread>
 
-#include "atoll/status.h"
 #include "atoll/cpu_kernel.h"
+#include "atoll/status.h"
 
 ATOLL_CPU_BINARY()
 
