@@ -5,8 +5,8 @@
 //              (submit(r).get()) and through the C API (atoll_submit + atoll_response_wait),
 //              against atoll_kernel_vadd called directly. Issue target: at most 10 us added at p50.
 //              Measured in the same rounds: the platform floor, i.e. a packet to an echo process
-//              and back, and a futex wake-up of another thread and back, which show how much of
-//              the round trip any blocking design would pay on this machine.
+//              and back (blocking, and with the caller polling), and a futex wake-up of another
+//              thread and back, which show how much of the round trip any design pays here.
 //   threads    testing.noop with W requests in flight per client thread, 1, 2 and 4 threads of one
 //              process sharing its connection, against atoll_kernel_noop called directly by as
 //              many threads. Issue target: at least 100k requests/s on a 2-core machine.
@@ -122,6 +122,124 @@ void CheckSum(const char* what, const float* a, const float* b, const float* c, 
   }
 }
 
+// Warms every variant up, then times each call of each. The variants take turns in rounds, so
+// that a slow phase of a shared machine (another tenant's build, frequency changes) spreads over
+// all of them instead of skewing one ratio.
+void MeasureInRounds(const Options& o, std::vector<Variant>* variants) {
+  // For the daemon's variants, warm-up connects, sends the buffers, loads the binary in the
+  // daemon and faults in the code.
+  for (Variant& v : *variants) {
+    for (int i = 0; i < o.warmup; ++i) v.call();
+  }
+  const int rounds = std::max(1, o.rounds);
+  const int per_round = std::max(1, o.iterations / rounds);
+  for (Variant& v : *variants) v.samples_ns.reserve(static_cast<size_t>(per_round) * rounds);
+  for (int round = 0; round < rounds; ++round) {
+    for (Variant& v : *variants) {
+      Usage before = SampleUsage(o.daemon_pid, SampleAt::kStart);
+      int64_t begin = NowNs();
+      for (int i = 0; i < per_round; ++i) {
+        int64_t t0 = NowNs();
+        v.call();
+        v.samples_ns.push_back(NowNs() - t0);
+      }
+      v.wall_ns += NowNs() - begin;
+      v.usage += SampleUsage(o.daemon_pid, SampleAt::kEnd) - before;
+    }
+  }
+}
+
+Result Microseconds(const std::string& section, const std::string& name, double value,
+                    double baseline, const std::string& baseline_name,
+                    nlohmann::json details = nlohmann::json::object()) {
+  Result r;
+  r.section = section;
+  r.name = name;
+  r.value = value;
+  r.unit = "us";
+  r.baseline = baseline;
+  r.baseline_name = baseline_name;
+  r.details = std::move(details);
+  return r;
+}
+
+nlohmann::json Details(const LatencySummary& x, const char* what = nullptr) {
+  nlohmann::json j{{"samples", x.count}, {"min_us", x.min_us}, {"max_us", x.max_us}};
+  if (what != nullptr) j["what"] = what;
+  return j;
+}
+
+// Sorts each variant's samples.
+void ReportRoundTrip(std::vector<Variant>* variants, Report* report) {
+  std::map<std::string, LatencySummary> s;
+  for (Variant& v : *variants) s[v.key] = Summarize(v.samples_ns);
+  const LatencySummary& d = s["direct"];
+  const double none = std::numeric_limits<double>::quiet_NaN();
+  const std::string section = "Round trip: vector.addition on " + std::to_string(kVectorLength) +
+                              " floats, one request at a time (baseline: atoll_kernel_vadd "
+                              "called in-process)";
+  report->Add(Microseconds(section, "roundtrip.direct.p50", d.p50_us, none, "", Details(d)));
+  report->Add(Microseconds(section, "roundtrip.direct.p99", d.p99_us, none, ""));
+  report->Add(Microseconds(section, "roundtrip.direct.mean", d.mean_us, none, ""));
+  for (const char* api : {"cpp", "c"}) {
+    const LatencySummary& x = s[api];
+    std::string prefix = std::string("roundtrip.") + api;
+    report->Add(Microseconds(section, prefix + ".p50", x.p50_us, d.p50_us, "roundtrip.direct.p50",
+                             Details(x)));
+    report->Add(Microseconds(section, prefix + ".p99", x.p99_us, d.p99_us, "roundtrip.direct.p99"));
+    report->Add(
+        Microseconds(section, prefix + ".mean", x.mean_us, d.mean_us, "roundtrip.direct.mean"));
+    Result overhead = Microseconds(section, prefix + ".overhead_p50", x.p50_us - d.p50_us, d.p50_us,
+                                   "roundtrip.direct.p50");
+    overhead.target = "<= 10 us";
+    overhead.target_met = overhead.value <= kOverheadTargetUs;
+    report->Add(std::move(overhead));
+  }
+  // What the std::future costs over the C API's handle: positive when the C++ path is slower.
+  report->Add(Microseconds(section, "roundtrip.cpp_minus_c.p50", s["cpp"].p50_us - s["c"].p50_us,
+                           s["c"].p50_us, "roundtrip.c.p50"));
+
+  // What hand-offs cost on this machine whatever the code does: a request through a daemon needs
+  // at least one process wake-up each way (the socket floor); Atoll's path also hands each
+  // request from thread to thread inside both processes (each about half a thread floor).
+  const std::string floor_section =
+      "Platform floor of a round trip: hand-offs between processes and threads on this machine, "
+      "whatever the code (baseline: atoll_kernel_vadd called in-process)";
+  const LatencySummary& socket = s["floor_socket"];
+  const LatencySummary& polling = s["floor_socket_poll"];
+  const LatencySummary& thread = s["floor_thread"];
+  report->Add(Microseconds(floor_section, "floor.process_socket.p50", socket.p50_us, d.p50_us,
+                           "roundtrip.direct.p50",
+                           Details(socket,
+                                   "64-byte packet to an echo process and back over a "
+                                   "SOCK_SEQPACKET socketpair, both blocking")));
+  report->Add(Microseconds(floor_section, "floor.process_socket.p99", socket.p99_us, d.p99_us,
+                           "roundtrip.direct.p99"));
+  report->Add(Microseconds(floor_section, "floor.process_socket_polling.p50", polling.p50_us,
+                           d.p50_us, "roundtrip.direct.p50",
+                           Details(polling,
+                                   "the same, the caller polling a non-blocking recv: one "
+                                   "process wake-up instead of two")));
+  report->Add(Microseconds(floor_section, "floor.thread_futex.p50", thread.p50_us, d.p50_us,
+                           "roundtrip.direct.p50",
+                           Details(thread,
+                                   "wake an echo thread through a futex and be woken "
+                                   "back")));
+  report->Add(Microseconds(floor_section, "floor.thread_futex.p99", thread.p99_us, d.p99_us,
+                           "roundtrip.direct.p99"));
+  // What Atoll adds on top of the two process wake-ups no daemon design can avoid.
+  for (const char* api : {"cpp", "c"}) {
+    report->Add(Microseconds(floor_section, std::string("roundtrip.") + api + ".above_floor_p50",
+                             s[api].p50_us - socket.p50_us, socket.p50_us,
+                             "floor.process_socket.p50"));
+  }
+
+  for (const Variant& v : *variants) {
+    report->Add(Diagnostic{"roundtrip." + v.key, static_cast<double>(v.samples_ns.size()),
+                           static_cast<double>(v.wall_ns) / 1e9, v.usage});
+  }
+}
+
 void RoundTrip(const Options& o, Report* report) {
   int n = kVectorLength;
   const uint64_t bytes = static_cast<uint64_t>(n) * sizeof(float);
@@ -181,121 +299,15 @@ void RoundTrip(const Options& o, Report* report) {
   variants.push_back({"direct", direct, {}, {}, 0});
   variants.push_back({"cpp", cpp, {}, {}, 0});
   variants.push_back({"c", c_api, {}, {}, 0});
-  variants.push_back({"floor_socket", [&] { socket_echo.RoundTrip(); }, {}, {}, 0});
+  variants.push_back({"floor_socket", [&] { socket_echo.RoundTrip(false); }, {}, {}, 0});
   variants.push_back({"floor_thread", [&] { thread_echo.RoundTrip(); }, {}, {}, 0});
+  variants.push_back({"floor_socket_poll", [&] { socket_echo.RoundTrip(true); }, {}, {}, 0});
 
-  // Warm-up connects, sends the buffers, loads the binary in the daemon and faults in the code.
-  for (Variant& v : variants) {
-    for (int i = 0; i < o.warmup; ++i) v.call();
-  }
-  // The variants take turns in rounds, so that a slow phase of a shared machine (another
-  // tenant's build, frequency changes) spreads over all of them instead of skewing one ratio.
-  const int rounds = std::max(1, o.rounds);
-  const int per_round = std::max(1, o.iterations / rounds);
-  for (Variant& v : variants) v.samples_ns.reserve(static_cast<size_t>(per_round) * rounds);
-  for (int round = 0; round < rounds; ++round) {
-    for (Variant& v : variants) {
-      Usage before = SampleUsage(o.daemon_pid, SampleAt::kStart);
-      int64_t begin = NowNs();
-      for (int i = 0; i < per_round; ++i) {
-        int64_t t0 = NowNs();
-        v.call();
-        v.samples_ns.push_back(NowNs() - t0);
-      }
-      v.wall_ns += NowNs() - begin;
-      v.usage += SampleUsage(o.daemon_pid, SampleAt::kEnd) - before;
-    }
-  }
+  MeasureInRounds(o, &variants);
   CheckSum("direct call", da.data(), db.data(), dc.data(), n);
   CheckSum("C++ API", a.data(), b.data(), c_cpp.data(), n);
   CheckSum("C API", a.data(), b.data(), c_c.data(), n);
-
-  LatencySummary s[5];
-  for (int i = 0; i < 5; ++i) s[i] = Summarize(variants[static_cast<size_t>(i)].samples_ns);
-  const LatencySummary& d = s[0];
-  const std::string section =
-      "Round trip: vector.addition on " + std::to_string(n) +
-      " floats, one request at a time (baseline: atoll_kernel_vadd called in-process)";
-  auto details = [](const LatencySummary& x) {
-    return nlohmann::json{{"samples", x.count}, {"min_us", x.min_us}, {"max_us", x.max_us}};
-  };
-  auto add = [&](const std::string& name, double value, double baseline,
-                 const std::string& baseline_name, nlohmann::json extra) {
-    Result r;
-    r.section = section;
-    r.name = name;
-    r.value = value;
-    r.unit = "us";
-    r.baseline = baseline;
-    r.baseline_name = baseline_name;
-    r.details = std::move(extra);
-    report->Add(std::move(r));
-  };
-  const double none = std::numeric_limits<double>::quiet_NaN();
-  add("roundtrip.direct.p50", d.p50_us, none, "", details(d));
-  add("roundtrip.direct.p99", d.p99_us, none, "", {});
-  add("roundtrip.direct.mean", d.mean_us, none, "", {});
-  const char* labels[3] = {"", "cpp", "c"};
-  for (int i = 1; i < 3; ++i) {
-    std::string prefix = std::string("roundtrip.") + labels[i];
-    add(prefix + ".p50", s[i].p50_us, d.p50_us, "roundtrip.direct.p50", details(s[i]));
-    add(prefix + ".p99", s[i].p99_us, d.p99_us, "roundtrip.direct.p99", {});
-    add(prefix + ".mean", s[i].mean_us, d.mean_us, "roundtrip.direct.mean", {});
-    Result overhead;
-    overhead.section = section;
-    overhead.name = prefix + ".overhead_p50";
-    overhead.value = s[i].p50_us - d.p50_us;
-    overhead.unit = "us";
-    overhead.baseline = d.p50_us;
-    overhead.baseline_name = "roundtrip.direct.p50";
-    overhead.target = "<= 10 us";
-    overhead.target_met = overhead.value <= kOverheadTargetUs;
-    report->Add(std::move(overhead));
-  }
-  // What the std::future costs over the C API's handle: positive when the C++ path is slower.
-  add("roundtrip.cpp_minus_c.p50", s[1].p50_us - s[2].p50_us, s[2].p50_us, "roundtrip.c.p50", {});
-
-  // What blocking hand-offs cost on this machine whatever the code does: a request through a
-  // daemon needs at least one process wake-up each way (the socket floor); Atoll's path also hands
-  // each request from thread to thread inside both processes (each costing about a thread floor).
-  const LatencySummary& process_floor = s[3];
-  const LatencySummary& thread_floor = s[4];
-  const std::string floor_section =
-      "Platform floor of a round trip: blocking hand-offs on this machine, whatever the code "
-      "(baseline: atoll_kernel_vadd called in-process)";
-  auto add_floor = [&](const std::string& name, double value, double baseline,
-                       const std::string& baseline_name, nlohmann::json extra) {
-    Result r;
-    r.section = floor_section;
-    r.name = name;
-    r.value = value;
-    r.unit = "us";
-    r.baseline = baseline;
-    r.baseline_name = baseline_name;
-    r.details = std::move(extra);
-    report->Add(std::move(r));
-  };
-  nlohmann::json socket_details = details(process_floor);
-  socket_details["what"] =
-      "64-byte packet to an echo process and back over a SOCK_SEQPACKET socketpair, both blocking";
-  nlohmann::json thread_details = details(thread_floor);
-  thread_details["what"] = "wake an echo thread through a futex and be woken back";
-  add_floor("floor.process_socket.p50", process_floor.p50_us, d.p50_us, "roundtrip.direct.p50",
-            socket_details);
-  add_floor("floor.process_socket.p99", process_floor.p99_us, d.p99_us, "roundtrip.direct.p99", {});
-  add_floor("floor.thread_futex.p50", thread_floor.p50_us, d.p50_us, "roundtrip.direct.p50",
-            thread_details);
-  add_floor("floor.thread_futex.p99", thread_floor.p99_us, d.p99_us, "roundtrip.direct.p99", {});
-  // What Atoll adds on top of the unavoidable process wake-ups.
-  add_floor("roundtrip.cpp.above_floor_p50", s[1].p50_us - process_floor.p50_us,
-            process_floor.p50_us, "floor.process_socket.p50", {});
-  add_floor("roundtrip.c.above_floor_p50", s[2].p50_us - process_floor.p50_us, process_floor.p50_us,
-            "floor.process_socket.p50", {});
-
-  for (const Variant& v : variants) {
-    report->Add(Diagnostic{"roundtrip." + v.key, static_cast<double>(v.samples_ns.size()),
-                           static_cast<double>(v.wall_ns) / 1e9, v.usage});
-  }
+  ReportRoundTrip(&variants, report);
 }
 
 // ---- Request rate -------------------------------------------------------------------------------

@@ -162,11 +162,18 @@ SocketEcho::~SocketEcho() {
   ::waitpid(pid_, &status, 0);
 }
 
-void SocketEcho::RoundTrip() {
+void SocketEcho::RoundTrip(bool poll) {
   if (::send(fd_, packet_.data(), packet_.size(), MSG_NOSIGNAL) !=
-          static_cast<ssize_t>(packet_.size()) ||
-      ::recv(fd_, packet_.data(), packet_.size(), 0) != static_cast<ssize_t>(packet_.size())) {
-    throw std::runtime_error(std::string("socket echo failed: ") + std::strerror(errno));
+      static_cast<ssize_t>(packet_.size())) {
+    throw std::runtime_error(std::string("socket echo: send: ") + std::strerror(errno));
+  }
+  ssize_t n;
+  do {
+    n = ::recv(fd_, packet_.data(), packet_.size(), poll ? MSG_DONTWAIT : 0);
+  } while (n < 0 && (errno == EAGAIN || errno == EINTR));
+  if (n != static_cast<ssize_t>(packet_.size())) {
+    throw std::runtime_error(std::string("socket echo: recv: ") +
+                             (n < 0 ? std::strerror(errno) : "short packet"));
   }
 }
 

@@ -62,15 +62,16 @@ class DirectKernel {
 // wake-ups (client to daemon, daemon to client) plus its own thread hand-offs.
 
 // An echo process on a SOCK_SEQPACKET socketpair, the transport atolld uses: RoundTrip() sends
-// one packet of `packet_bytes` and blocks until it comes back. Throws std::runtime_error when the
-// socketpair or the process cannot be made.
+// one packet of `packet_bytes` and waits until it comes back, blocking in recv or, with `poll`,
+// retrying a non-blocking recv (which spares the caller's own wake-up but keeps a core busy).
+// Throws std::runtime_error when the socketpair or the process cannot be made.
 class SocketEcho {
  public:
   explicit SocketEcho(size_t packet_bytes);
   ~SocketEcho();
   SocketEcho(const SocketEcho&) = delete;
   SocketEcho& operator=(const SocketEcho&) = delete;
-  void RoundTrip();
+  void RoundTrip(bool poll);
 
  private:
   int fd_ = -1;

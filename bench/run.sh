@@ -46,6 +46,7 @@ done
 
 tmp=$(mktemp -d /tmp/atoll-bench-XXXXXX)
 pid=
+# shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true

@@ -40,23 +40,26 @@ Status CheckShape(std::string_view accelerator, size_t index, const ArgumentSpec
                                 " has no size in the manifest; reinstall it from a manifest that "
                                 "parses");
   }
-  std::string prefix = std::string(accelerator) + ": " + Label(index, spec) + " must be " +
-                       Expected(spec) + ", got ";
+  // Built only on failure: this runs for every argument of every request.
+  auto prefix = [&] {
+    return std::string(accelerator) + ": " + Label(index, spec) + " must be " + Expected(spec) +
+           ", got ";
+  };
   if (spec.kind == ArgKind::kScalar) {
-    if (arg.is_array) return InvalidArgumentError(prefix + "an array");
+    if (arg.is_array) return InvalidArgumentError(prefix() + "an array");
     if (arg.size_bytes != spec.element_bytes) {
-      return InvalidArgumentError(prefix + "a scalar of " + std::to_string(arg.size_bytes) +
+      return InvalidArgumentError(prefix() + "a scalar of " + std::to_string(arg.size_bytes) +
                                   " bytes");
     }
-    if (arg.scalar_data == nullptr) return InvalidArgumentError(prefix + "no value");
+    if (arg.scalar_data == nullptr) return InvalidArgumentError(prefix() + "no value");
     return OkStatus();
   }
   if (!arg.is_array) {
-    return InvalidArgumentError(prefix + "a scalar of " + std::to_string(arg.size_bytes) +
+    return InvalidArgumentError(prefix() + "a scalar of " + std::to_string(arg.size_bytes) +
                                 " bytes");
   }
   if (arg.size_bytes % spec.element_bytes != 0) {
-    return InvalidArgumentError(prefix + std::to_string(arg.size_bytes) +
+    return InvalidArgumentError(prefix() + std::to_string(arg.size_bytes) +
                                 " bytes, which is not a multiple of " +
                                 std::to_string(spec.element_bytes));
   }
@@ -130,41 +133,47 @@ Status ReadCount(std::string_view accelerator, const KernelSpec& kernel, size_t 
 Status CheckLength(std::string_view accelerator, const KernelSpec& kernel,
                    std::span<const ArgValue> args, size_t index) {
   const ArgumentSpec& spec = kernel.arguments[index];
-  std::string label = std::string(accelerator) + ": " + Label(index, spec);
+  auto label_text = [&] { return std::string(accelerator) + ": " + Label(index, spec); };
   StatusOr<std::vector<internal::LengthFactor>> factors = internal::ParseLengthRule(spec.length);
   if (!factors.ok()) {
-    return InvalidArgumentError(label + " has a length rule that does not parse: " +
+    return InvalidArgumentError(label_text() + " has a length rule that does not parse: " +
                                 factors.status().message() + "; fix the manifest");
   }
   uint64_t elements = 1;
   bool overflow = false;
-  std::string values;
+  // The factors' values, for the message of a failure; a rule has only a few.
+  std::vector<uint64_t> seen;
+  seen.reserve(factors->size());
   for (const internal::LengthFactor& factor : *factors) {
     uint64_t value = factor.constant;
     if (!factor.name.empty()) {
       auto it = std::find_if(kernel.arguments.begin(), kernel.arguments.end(),
                              [&](const ArgumentSpec& other) { return other.name == factor.name; });
       if (it == kernel.arguments.end() || it->kind != ArgKind::kScalar) {
-        return InvalidArgumentError(label + " has a length rule '" + spec.length +
+        return InvalidArgumentError(label_text() + " has a length rule '" + spec.length +
                                     "' that names '" + factor.name +
                                     "', which is not a scalar argument; fix the manifest");
       }
       size_t source = static_cast<size_t>(it - kernel.arguments.begin());
       ATOLL_RETURN_IF_ERROR(ReadCount(accelerator, kernel, source, args[source], index, &value));
     }
-    if (!values.empty()) values += "*";
-    values += std::to_string(value);
+    seen.push_back(value);
     overflow = overflow || __builtin_mul_overflow(elements, value, &elements);
   }
+  auto values = [&] {
+    std::string text;
+    for (uint64_t v : seen) text += (text.empty() ? "" : "*") + std::to_string(v);
+    return text;
+  };
   uint64_t needed_bytes = 0;
   if (overflow || __builtin_mul_overflow(elements, spec.element_bytes, &needed_bytes)) {
-    return InvalidArgumentError(label + " has a length " + spec.length + " = " + values +
+    return InvalidArgumentError(label_text() + " has a length " + spec.length + " = " + values() +
                                 " that overflows 64 bits; check the arguments it names");
   }
-  std::string rule = spec.length + " = " + values;
-  if (factors->size() > 1) rule += " = " + std::to_string(elements);
   if (args[index].size_bytes < needed_bytes) {
-    return InvalidArgumentError(label + " must hold at least " + rule + " elements of " +
+    std::string rule = spec.length + " = " + values();
+    if (factors->size() > 1) rule += " = " + std::to_string(elements);
+    return InvalidArgumentError(label_text() + " must hold at least " + rule + " elements of " +
                                 std::to_string(spec.element_bytes) + " bytes (" +
                                 std::to_string(needed_bytes) + " bytes), got " +
                                 std::to_string(args[index].size_bytes / spec.element_bytes) +

@@ -317,13 +317,23 @@ TEST_F(CliTest, DaemonSubcommandPassesWhatFollowsDoubleDashToAtolld) {
   EXPECT_EQ(version.exit_code, 0) << version;
   EXPECT_EQ(version.out, Spawn({ATOLL_TEST_ATOLLD, "--version"}, env_, dir_).out) << version;
 
-  // --print-config shows what atolld would run with. The configuration file's repository holds
-  // unless `atoll -r` names another: `atoll daemon` must not impose a default of its own.
+  // --print-config shows what atolld would run with. Flags beat the environment, which beats the
+  // configuration file; `atoll daemon` must not impose a default of its own.
   std::ofstream(Path("atolld.json"))
       << json{{"repository", Path("from-config")}, {"socket", Path("from-config.sock")}}.dump();
+  Outcome from_env = Atoll({"daemon", "--", "--config", Path("atolld.json"), "--print-config"});
+  ASSERT_EQ(from_env.exit_code, 0) << from_env;
+  json config = ParseJson(from_env);
+  EXPECT_EQ(config.value("repository", ""), env_["ATOLL_REPOSITORY"]) << from_env;
+  EXPECT_EQ(config.value("socket", ""), env_["ATOLL_SOCKET"]) << from_env;
+
+  auto saved = env_;
+  env_["ATOLL_REPOSITORY"] = "";  // empty counts as unset
+  env_["ATOLL_SOCKET"] = "";
   Outcome from_file = Atoll({"daemon", "--", "--config", Path("atolld.json"), "--print-config"});
+  env_ = saved;
   ASSERT_EQ(from_file.exit_code, 0) << from_file;
-  json config = ParseJson(from_file);
+  config = ParseJson(from_file);
   EXPECT_EQ(config.value("repository", ""), Path("from-config")) << from_file;
   EXPECT_EQ(config.value("socket", ""), Path("from-config.sock")) << from_file;
 
