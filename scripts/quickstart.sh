@@ -25,7 +25,7 @@ for accelerator in vector vector_int vision; do
 done
 
 "$build/bin/atolld" --socket "$ATOLL_SOCKET" --repository "$ATOLL_REPOSITORY" \
-  2>"$state/atolld.log" &
+  </dev/null >"$state/atolld.log" 2>&1 &
 echo $! >"$state/atolld.pid"
 for _ in $(seq 100); do
   [ -S "$ATOLL_SOCKET" ] && break
