@@ -44,36 +44,18 @@ for a in ${bench_args[@]+"${bench_args[@]}"}; do
   case $a in -h|--help) exec "$bench" --help ;; esac
 done
 
+# shellcheck source=../scripts/lib/private_daemon.sh
+. "$here/../scripts/lib/private_daemon.sh"
 tmp=$(mktemp -d /tmp/atoll-bench-XXXXXX)
-pid=
 # shellcheck disable=SC2317  # called by the EXIT trap
 cleanup() {
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
+  private_daemon_stop
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-
-export ATOLL_SOCKET=$tmp/atolld.sock
-export ATOLL_REPOSITORY=$tmp/repository
-for a in vector testing; do
-  "$build/bin/atoll" install "$build/accelerators/$a" >/dev/null
-done
-# An explicit empty configuration, so that a system-wide /etc/atoll/atolld.json cannot change
-# what is measured.
-echo '{}' >"$tmp/atolld.json"
-"$build/bin/atolld" --config "$tmp/atolld.json" --socket "$ATOLL_SOCKET" \
-  --repository "$ATOLL_REPOSITORY" --backend-dir "$build/lib/atoll/backends" --log-level warn \
-  ${daemon_args[@]+"${daemon_args[@]}"} 2>"$tmp/atolld.log" &
-pid=$!
-for _ in $(seq 200); do
-  [ -S "$ATOLL_SOCKET" ] && break
-  kill -0 "$pid" 2>/dev/null || { echo "$0: atolld exited at start:" >&2; cat "$tmp/atolld.log" >&2; exit 1; }
-  sleep 0.05
-done
-[ -S "$ATOLL_SOCKET" ] || { echo "$0: atolld did not listen within 10 s" >&2; exit 1; }
+private_daemon_start "$build" "$tmp" "vector testing" --log-level warn \
+  ${daemon_args[@]+"${daemon_args[@]}"}
+pid=$PRIVATE_DAEMON_PID
 
 git=$(git -C "$here/.." describe --always --dirty --abbrev=40 2>/dev/null || true)
 status=0

@@ -14,30 +14,15 @@ if [ -z "$build" ]; then
   build=$dir
 fi
 
+# shellcheck source=../../scripts/lib/private_daemon.sh
+. "$(dirname "$0")/../../scripts/lib/private_daemon.sh"
 tmp=$(mktemp -d /tmp/atoll-with-daemon-XXXXXX)
-pid=
 cleanup() {
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
+  private_daemon_stop
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-
-export ATOLL_SOCKET=$tmp/atolld.sock
-export ATOLL_REPOSITORY=$tmp/repository
-for a in vector vector_int vision; do
-  "$build/bin/atoll" install "$build/accelerators/$a" >/dev/null
-done
-"$build/bin/atolld" --socket "$ATOLL_SOCKET" --repository "$ATOLL_REPOSITORY" \
-  --backend-dir "$build/lib/atoll/backends" 2>"$tmp/atolld.log" &
-pid=$!
-for _ in $(seq 200); do
-  [ -S "$ATOLL_SOCKET" ] && break
-  kill -0 "$pid" 2>/dev/null || { cat "$tmp/atolld.log" >&2; exit 1; }
-  sleep 0.05
-done
+private_daemon_start "$build" "$tmp" "vector vector_int vision"
 status=0
 "$@" || status=$?
 if [ $status -ne 0 ]; then
