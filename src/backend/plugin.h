@@ -48,9 +48,10 @@ class Plugin {
   void* backend_ = nullptr;
 };
 
-// Every plugin file (lib*.so) in `dirs`, in name order; a plugin whose backend name appears in
-// `disabled` is skipped. `config_for(name)` gives each backend its JSON configuration. Failures
-// are logged and skipped: the daemon runs with whatever loads.
+// Loads every plugin file (libatoll_backend_NAME.so) in `dirs`, in name order. `config_for(NAME)`
+// gives each plugin its JSON configuration, or "" to skip it (disabled). Plugins that fail to load
+// or open, and duplicates of a backend already loaded, are reported in `problems` and skipped: the
+// daemon runs with whatever loads.
 std::vector<std::unique_ptr<Plugin>> LoadPlugins(
     const std::vector<std::filesystem::path>& dirs,
     const std::function<std::string(const std::string& file_stem)>& config_for,

@@ -15,8 +15,7 @@ namespace atl::daemon {
 class MappedBuffer {
  public:
   // Maps `fd` after checking that it is a memfd sealed against shrinking (so the client cannot
-  // truncate it under a running kernel) and at least `size_bytes` long. `on_unmap` runs just
-  // before the mapping goes away (to unregister it from GPU backends).
+  // truncate it under a running kernel) and at least `size_bytes` long.
   static StatusOr<std::shared_ptr<MappedBuffer>> Map(UniqueFd fd, uint64_t size_bytes);
   ~MappedBuffer();
   MappedBuffer(const MappedBuffer&) = delete;
@@ -24,6 +23,8 @@ class MappedBuffer {
 
   uint8_t* data() const { return data_; }
   uint64_t size_bytes() const { return size_bytes_; }
+  // Runs just before the mapping goes away (to unregister it from backends that pinned it).
+  // REQUIRES: called before the buffer is shared with other threads.
   void set_on_unmap(std::function<void(void*)> f) { on_unmap_ = std::move(f); }
 
  private:
