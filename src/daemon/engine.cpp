@@ -141,7 +141,9 @@ StatusOr<std::shared_ptr<const Engine::Resolved>> Engine::Resolve(const std::str
 
 void Engine::Reply(const std::shared_ptr<Session>& session, uint64_t request_id,
                    const Status& status) {
-  wire::ServerMessage message;
+  // Completions are sent from backend threads; each reuses its own message.
+  thread_local wire::ServerMessage message;
+  message.Clear();
   wire::Complete* complete = message.mutable_complete();
   complete->set_request_id(request_id);
   complete->mutable_status()->set_code(static_cast<uint32_t>(status.code()));
@@ -385,12 +387,17 @@ void Engine::Finish(const std::shared_ptr<Job>& job, Status status, bool ran) {
     }
     if (job->started) next = scheduler_.Finish(job->device, job->compute_unit);
     if (job->deadline != Clock::time_point::max() && !job->started) --deadline_jobs_queued_;
-    jobs_.erase(job->id);
     job->session->requests.erase(job->request_id);
-    if (jobs_.empty()) idle_cv_.notify_all();
   }
   (status.ok() ? completed_ : failed_).fetch_add(1, std::memory_order_relaxed);
   Reply(job->session, job->request_id, status);
+  {
+    // Only once the answer is on its way does the job stop counting: Shutdown waits for jobs_ to
+    // empty before it says goodbye, and the goodbye must not overtake this answer.
+    std::lock_guard lock(mu_);
+    jobs_.erase(job->id);
+    if (jobs_.empty()) idle_cv_.notify_all();
+  }
   for (const auto& start : next) Launch(start);
 }
 
