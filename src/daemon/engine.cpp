@@ -387,16 +387,18 @@ void Engine::Finish(const std::shared_ptr<Job>& job, Status status, bool ran) {
     }
     if (job->started) next = scheduler_.Finish(job->device, job->compute_unit);
     if (job->deadline != Clock::time_point::max() && !job->started) --deadline_jobs_queued_;
+    jobs_.erase(job->id);
     job->session->requests.erase(job->request_id);
+    // Counted until the answer is sent: Shutdown's goodbye must not overtake it.
+    replies_in_flight_.fetch_add(1, std::memory_order_relaxed);
+    if (shutting_down_ && jobs_.empty()) idle_cv_.notify_all();
   }
   (status.ok() ? completed_ : failed_).fetch_add(1, std::memory_order_relaxed);
   Reply(job->session, job->request_id, status);
-  {
-    // Only once the answer is on its way does the job stop counting: Shutdown waits for jobs_ to
-    // empty before it says goodbye, and the goodbye must not overtake this answer.
+  if (replies_in_flight_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
+      stopping_.load(std::memory_order_acquire)) {
     std::lock_guard lock(mu_);
-    jobs_.erase(job->id);
-    if (jobs_.empty()) idle_cv_.notify_all();
+    idle_cv_.notify_all();
   }
   for (const auto& start : next) Launch(start);
 }
@@ -466,6 +468,7 @@ size_t Engine::Shutdown(std::chrono::milliseconds grace) {
   {
     std::lock_guard lock(mu_);
     shutting_down_ = true;
+    stopping_.store(true, std::memory_order_release);
     auto removed = scheduler_.RemoveQueued([](scheduler::JobId) { return true; });
     for (auto id : removed) queued.push_back(jobs_.at(id));
   }
@@ -476,7 +479,9 @@ size_t Engine::Shutdown(std::chrono::milliseconds grace) {
            false);
   }
   std::unique_lock lock(mu_);
-  idle_cv_.wait_for(lock, grace, [&] { return jobs_.empty(); });
+  idle_cv_.wait_for(lock, grace, [&] {
+    return jobs_.empty() && replies_in_flight_.load(std::memory_order_acquire) == 0;
+  });
   return jobs_.size();
 }
 

@@ -97,6 +97,8 @@ class Engine {
   size_t deadline_jobs_queued_ = 0;                                            // GUARDED_BY(mu_)
   bool shutting_down_ = false;                                                 // GUARDED_BY(mu_)
   std::atomic<uint64_t> completed_{0}, failed_{0}, rejected_{0};
+  std::atomic<int> replies_in_flight_{0};  // completions decided but not yet sent
+  std::atomic<bool> stopping_{false};      // shutting_down_, readable without mu_
 };
 
 }  // namespace atl::daemon
