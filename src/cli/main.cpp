@@ -55,31 +55,8 @@ std::string Signature(const json& accelerator) {
 json EntriesToJson(const std::vector<atl::repository::Entry>& entries) {
   json out = json::array();
   for (const auto& e : entries) {
-    const auto& m = e.manifest;
-    for (const auto& k : m.kernels) {
-      json args = json::array();
-      for (const auto& a : k.arguments) {
-        json arg{{"name", a.name}, {"type", a.type}};
-        if (a.kind == atl::repository::ArgKind::kArray) {
-          arg["access"] = a.access == atl::repository::Access::kRead    ? "r"
-                          : a.access == atl::repository::Access::kWrite ? "w"
-                                                                        : "rw";
-          if (!a.length.empty()) arg["length"] = a.length;
-        }
-        args.push_back(std::move(arg));
-      }
-      out.push_back({{"id", m.bitstream_id + "." + k.kernel_id},
-                     {"version", m.version},
-                     {"checksum", e.checksum},
-                     {"platform",
-                      {{"backend", m.platform.backend},
-                       {"vendor", m.platform.vendor},
-                       {"name", m.platform.name},
-                       {"version", m.platform.version}}},
-                     {"compute_units", k.names.size()},
-                     {"binary", e.binary_path.string()},
-                     {"arguments", std::move(args)}});
-    }
+    for (const auto& k : e.manifest.kernels)
+      out.push_back(atl::repository::AcceleratorToJson(e, k));
   }
   return out;
 }

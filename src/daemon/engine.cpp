@@ -498,31 +498,14 @@ std::string Engine::AcceleratorsJson() const {
       return repository::PlatformFits(m.platform, p);
     });
     for (const auto& kernel : m.kernels) {
-      json k;
-      k["id"] = m.bitstream_id + "." + kernel.kernel_id;
-      k["version"] = m.version;
-      k["checksum"] = entry.checksum;
-      k["platform"] = {{"backend", m.platform.backend},
-                       {"vendor", m.platform.vendor},
-                       {"name", m.platform.name},
-                       {"version", m.platform.version}};
+      json k = repository::AcceleratorToJson(entry, kernel);
       k["runnable"] = runnable;
-      k["compute_units"] = kernel.names.size();
-      json args = json::array();
-      for (const auto& a : kernel.arguments) {
-        json arg{{"name", a.name},
-                 {"type", a.type},
-                 {"kind", a.kind == repository::ArgKind::kArray ? "array" : "scalar"},
-                 {"element_bytes", a.element_bytes}};
-        if (a.kind == repository::ArgKind::kArray) {
-          arg["access"] = a.access == repository::Access::kRead    ? "r"
-                          : a.access == repository::Access::kWrite ? "w"
-                                                                   : "rw";
-          if (!a.length.empty()) arg["length"] = a.length;
-        }
-        args.push_back(std::move(arg));
+      // `atoll run` sizes outputs and parses scalars from these, whatever the type is called.
+      for (size_t i = 0; i < kernel.arguments.size(); ++i) {
+        const auto& a = kernel.arguments[i];
+        k["arguments"][i]["kind"] = a.kind == repository::ArgKind::kArray ? "array" : "scalar";
+        k["arguments"][i]["element_bytes"] = a.element_bytes;
       }
-      k["arguments"] = std::move(args);
       out.push_back(std::move(k));
     }
   }

@@ -680,4 +680,28 @@ std::vector<std::string> Index::Suggest(std::string_view accelerator_id) const {
   return out;
 }
 
+nlohmann::json AcceleratorToJson(const Entry& entry, const KernelSpec& kernel) {
+  const Manifest& m = entry.manifest;
+  nlohmann::json args = nlohmann::json::array();
+  for (const ArgumentSpec& a : kernel.arguments) {
+    nlohmann::json arg{{"name", a.name}, {"type", a.type}};
+    if (a.kind == ArgKind::kArray) {
+      arg["access"] = a.access == Access::kRead ? "r" : a.access == Access::kWrite ? "w" : "rw";
+      if (!a.length.empty()) arg["length"] = a.length;
+    }
+    args.push_back(std::move(arg));
+  }
+  return {{"id", m.bitstream_id + "." + kernel.kernel_id},
+          {"version", m.version},
+          {"checksum", entry.checksum},
+          {"platform",
+           {{"backend", m.platform.backend},
+            {"vendor", m.platform.vendor},
+            {"name", m.platform.name},
+            {"version", m.platform.version}}},
+          {"compute_units", kernel.names.size()},
+          {"binary", entry.binary_path.string()},
+          {"arguments", std::move(args)}};
+}
+
 }  // namespace atl::repository

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -61,6 +62,11 @@ class Repository {
  private:
   std::filesystem::path root_;
 };
+
+// One accelerator (a kernel of an installed binary) as `atoll list --json` and the daemon's
+// accelerators query describe it: id, version, checksum, platform, compute units, binary path and
+// arguments (name, type, and for arrays access and length).
+nlohmann::json AcceleratorToJson(const Entry& entry, const KernelSpec& kernel);
 
 // A device's platform as the resolver sees it.
 struct DevicePlatform {
