@@ -60,16 +60,17 @@ TEST_F(Accelerators, ManifestsNameTheirBinaryAndKernels) {
     char error[512] = "";
     void* program = nullptr;
     std::string binary = BinaryPath(folder);
-    ASSERT_EQ(table()->program(backend_.get(), 0, binary.c_str(), &program, error, sizeof(error)),
-              ATOLL_OK)
+    ASSERT_EQ(
+        table()->program(backend_.get(), 0, binary.c_str(), "", &program, error, sizeof(error)),
+        ATOLL_OK)
         << error;
     for (const auto& kernel : manifest["kernels"]) {
       SCOPED_TRACE(kernel["kernelId"].get<std::string>());
       ASSERT_GE(kernel["name"].size(), 1u);
       for (const auto& name : kernel["name"]) {
         void* handle = nullptr;
-        EXPECT_EQ(table()->kernel(backend_.get(), program, name.get<std::string>().c_str(), &handle,
-                                  error, sizeof(error)),
+        EXPECT_EQ(table()->kernel(backend_.get(), program, name.get<std::string>().c_str(), nullptr,
+                                  0, &handle, error, sizeof(error)),
                   ATOLL_OK)
             << error;
       }

@@ -9,6 +9,7 @@ packages=(
   libarchive-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format
+  ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd clinfo
 )
 
 missing=()

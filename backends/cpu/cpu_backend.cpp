@@ -237,8 +237,9 @@ int DeviceInfo(void* backend, uint32_t device, atoll_backend_device_info_v1* inf
   }
 }
 
-int ProgramBinary(void* backend, uint32_t device, const char* path, void** program, char* error,
-                  size_t error_size) {
+// A cpu binary is already machine code: there is nothing to build, so build options are ignored.
+int ProgramBinary(void* backend, uint32_t device, const char* path, const char* /*build_options*/,
+                  void** program, char* error, size_t error_size) {
   auto* self = static_cast<Backend*>(backend);
   if (self == nullptr || program == nullptr || path == nullptr || path[0] == '\0') {
     return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
@@ -310,8 +311,9 @@ void ReleaseProgram(void* backend, void* program) {
   self->programs.erase(program);
 }
 
-int FindKernel(void* backend, void* program, const char* name, void** kernel, char* error,
-               size_t error_size) {
+// A cpu kernel's symbol carries no types to check the manifest's against, so they are not used.
+int FindKernel(void* backend, void* program, const char* name, const char* const* /*arg_types*/,
+               uint32_t /*arg_count*/, void** kernel, char* error, size_t error_size) {
   auto* self = static_cast<Backend*>(backend);
   if (self == nullptr || kernel == nullptr || name == nullptr || name[0] == '\0') {
     return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
@@ -352,9 +354,11 @@ int FindKernel(void* backend, void* program, const char* name, void** kernel, ch
   }
 }
 
+// A cpu kernel is one call that walks its data itself, so the geometry is ignored.
 int Launch(void* backend, uint32_t device, uint32_t compute_unit, void* kernel,
-           const atoll_backend_arg_v1* args, uint32_t arg_count, atoll_backend_done_fn done,
-           void* user, char* error, size_t error_size) {
+           const atoll_backend_arg_v1* args, uint32_t arg_count,
+           const atoll_backend_geometry_v1* /*geometry*/, atoll_backend_done_fn done, void* user,
+           char* error, size_t error_size) {
   auto* self = static_cast<Backend*>(backend);
   const auto* launched = static_cast<const Kernel*>(kernel);
   if (self == nullptr || done == nullptr || (args == nullptr && arg_count > 0)) {

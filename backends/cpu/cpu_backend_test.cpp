@@ -40,7 +40,7 @@ class CpuBackend : public ::testing::Test {
   // Programs device 0 and returns the status, with the program or the message.
   int Program(void* backend, const char* path, void** program, std::string* message) {
     char error[512] = "";
-    int status = table()->program(backend, 0, path, program, error, sizeof(error));
+    int status = table()->program(backend, 0, path, "", program, error, sizeof(error));
     *message = error;
     return status;
   }
@@ -192,9 +192,9 @@ TEST_F(CpuBackend, ProgramRejectsAMissingDevice) {
   OpenBackend backend(table(), "{}");
   void* program = nullptr;
   char error[256] = "";
-  EXPECT_EQ(
-      table()->program(backend.get(), 1, ATOLL_TEST_KERNELS_PATH, &program, error, sizeof(error)),
-      ATOLL_INVALID_ARGUMENT);
+  EXPECT_EQ(table()->program(backend.get(), 1, ATOLL_TEST_KERNELS_PATH, "", &program, error,
+                             sizeof(error)),
+            ATOLL_INVALID_ARGUMENT);
   EXPECT_THAT(error, HasSubstr("device 1 does not exist"));
 }
 
@@ -206,8 +206,9 @@ TEST_F(CpuBackend, KernelNamesTheMissingSymbol) {
       << message;
   void* kernel = nullptr;
   char error[512] = "";
-  EXPECT_EQ(table()->kernel(backend.get(), program, "vmul", &kernel, error, sizeof(error)),
-            ATOLL_NOT_FOUND);
+  EXPECT_EQ(
+      table()->kernel(backend.get(), program, "vmul", nullptr, 0, &kernel, error, sizeof(error)),
+      ATOLL_NOT_FOUND);
   EXPECT_EQ(kernel, nullptr);
   EXPECT_EQ(std::string(error), std::string("binary ") + ATOLL_TEST_KERNELS_PATH +
                                     " has no kernel 'vmul' (expected exported symbol "
@@ -222,14 +223,17 @@ TEST_F(CpuBackend, KernelHandlesLastAsLongAsTheProgram) {
   void* first = nullptr;
   void* second = nullptr;
   char error[256] = "";
-  ASSERT_EQ(table()->kernel(backend.get(), program, "count", &first, error, sizeof(error)),
-            ATOLL_OK);
-  ASSERT_EQ(table()->kernel(backend.get(), program, "count", &second, error, sizeof(error)),
-            ATOLL_OK);
+  ASSERT_EQ(
+      table()->kernel(backend.get(), program, "count", nullptr, 0, &first, error, sizeof(error)),
+      ATOLL_OK);
+  ASSERT_EQ(
+      table()->kernel(backend.get(), program, "count", nullptr, 0, &second, error, sizeof(error)),
+      ATOLL_OK);
   EXPECT_EQ(first, second);
   table()->release_program(backend.get(), program);
-  EXPECT_EQ(table()->kernel(backend.get(), program, "count", &first, error, sizeof(error)),
-            ATOLL_INVALID_ARGUMENT);
+  EXPECT_EQ(
+      table()->kernel(backend.get(), program, "count", nullptr, 0, &first, error, sizeof(error)),
+      ATOLL_INVALID_ARGUMENT);
   EXPECT_THAT(error, HasSubstr("unknown program handle"));
   // Programming again after a release loads the binary afresh.
   void* kernel = backend.Kernel(ATOLL_TEST_KERNELS_PATH, "count");
@@ -252,8 +256,8 @@ TEST_F(CpuBackend, LaunchCopiesScalarsAndTypesBeforeReturning) {
   atoll_backend_arg_v1 flag_args[] = {Array(&flag, sizeof(flag), "int*")};
   Completion waited, scalars_done, types_done;
   char error[256] = "";
-  ASSERT_EQ(table()->launch(backend.get(), 0, 0, wait_flag, flag_args, 1, Completion::Done, &waited,
-                            error, sizeof(error)),
+  ASSERT_EQ(table()->launch(backend.get(), 0, 0, wait_flag, flag_args, 1, nullptr, Completion::Done,
+                            &waited, error, sizeof(error)),
             ATOLL_OK)
       << error;
 
@@ -271,8 +275,8 @@ TEST_F(CpuBackend, LaunchCopiesScalarsAndTypesBeforeReturning) {
   args.push_back({ATOLL_BACKEND_ARG_SCALAR, 0, "struct", large.data(), large.size()});
   args.push_back(Scalar(one_byte, "char"));
   ASSERT_EQ(table()->launch(backend.get(), 0, 0, echo_scalars, args.data(),
-                            static_cast<uint32_t>(args.size()), Completion::Done, &scalars_done,
-                            error, sizeof(error)),
+                            static_cast<uint32_t>(args.size()), nullptr, Completion::Done,
+                            &scalars_done, error, sizeof(error)),
             ATOLL_OK)
       << error;
 
@@ -282,8 +286,8 @@ TEST_F(CpuBackend, LaunchCopiesScalarsAndTypesBeforeReturning) {
   int scalar = 7;
   atoll_backend_arg_v1 type_args[] = {Array(types_out, sizeof(types_out), type_a.c_str()),
                                       Scalar(scalar, type_b.c_str())};
-  ASSERT_EQ(table()->launch(backend.get(), 0, 0, echo_types, type_args, 2, Completion::Done,
-                            &types_done, error, sizeof(error)),
+  ASSERT_EQ(table()->launch(backend.get(), 0, 0, echo_types, type_args, 2, nullptr,
+                            Completion::Done, &types_done, error, sizeof(error)),
             ATOLL_OK)
       << error;
 
@@ -350,7 +354,7 @@ TEST_F(CpuBackend, ManyConcurrentLaunchesCompleteExactlyOnce) {
             Scalar(indexes[i], "unsigned int")};
         uint32_t slot = i % (kDevices * kComputeUnits);
         if (table()->launch(backend.get(), slot / kComputeUnits, slot % kComputeUnits, count, args,
-                            2, done, &trackers[i], error, sizeof(error)) != ATOLL_OK) {
+                            2, nullptr, done, &trackers[i], error, sizeof(error)) != ATOLL_OK) {
           launch_errors.fetch_add(1);
         }
       }
@@ -411,35 +415,35 @@ TEST_F(CpuBackend, LaunchRejectsBadArgumentsWithoutCallingDone) {
                                  Scalar(index, "unsigned int")};
   Completion completion;
   char error[256] = "";
-  EXPECT_EQ(table()->launch(backend.get(), 1, 0, count, args, 2, Completion::Done, &completion,
-                            error, sizeof(error)),
+  EXPECT_EQ(table()->launch(backend.get(), 1, 0, count, args, 2, nullptr, Completion::Done,
+                            &completion, error, sizeof(error)),
             ATOLL_INVALID_ARGUMENT);
   EXPECT_THAT(error, HasSubstr("device 1 does not exist"));
-  EXPECT_EQ(table()->launch(backend.get(), 0, 2, count, args, 2, Completion::Done, &completion,
-                            error, sizeof(error)),
+  EXPECT_EQ(table()->launch(backend.get(), 0, 2, count, args, 2, nullptr, Completion::Done,
+                            &completion, error, sizeof(error)),
             ATOLL_INVALID_ARGUMENT);
   EXPECT_THAT(error, HasSubstr("compute unit 2 does not exist"));
-  EXPECT_EQ(table()->launch(backend.get(), 0, 0, nullptr, args, 2, Completion::Done, &completion,
-                            error, sizeof(error)),
+  EXPECT_EQ(table()->launch(backend.get(), 0, 0, nullptr, args, 2, nullptr, Completion::Done,
+                            &completion, error, sizeof(error)),
             ATOLL_INVALID_ARGUMENT);
   uint64_t not_a_kernel[16] = {};
-  EXPECT_EQ(table()->launch(backend.get(), 0, 0, not_a_kernel, args, 2, Completion::Done,
+  EXPECT_EQ(table()->launch(backend.get(), 0, 0, not_a_kernel, args, 2, nullptr, Completion::Done,
                             &completion, error, sizeof(error)),
             ATOLL_INVALID_ARGUMENT);
   EXPECT_THAT(error, HasSubstr("not a handle"));
-  EXPECT_EQ(table()->launch(backend.get(), 0, 0, count, args, 2, nullptr, &completion, error,
-                            sizeof(error)),
+  EXPECT_EQ(table()->launch(backend.get(), 0, 0, count, args, 2, nullptr, nullptr, &completion,
+                            error, sizeof(error)),
             ATOLL_INVALID_ARGUMENT);
   atoll_backend_arg_v1 bad_kind[] = {args[0], args[1]};
   bad_kind[1].kind = 7;
-  EXPECT_EQ(table()->launch(backend.get(), 0, 0, count, bad_kind, 2, Completion::Done, &completion,
-                            error, sizeof(error)),
+  EXPECT_EQ(table()->launch(backend.get(), 0, 0, count, bad_kind, 2, nullptr, Completion::Done,
+                            &completion, error, sizeof(error)),
             ATOLL_INVALID_ARGUMENT);
   EXPECT_THAT(error, HasSubstr("argument 1 has kind 7"));
   atoll_backend_arg_v1 null_data[] = {args[0], args[1]};
   null_data[0].data = nullptr;
-  EXPECT_EQ(table()->launch(backend.get(), 0, 0, count, null_data, 2, Completion::Done, &completion,
-                            error, sizeof(error)),
+  EXPECT_EQ(table()->launch(backend.get(), 0, 0, count, null_data, 2, nullptr, Completion::Done,
+                            &completion, error, sizeof(error)),
             ATOLL_INVALID_ARGUMENT);
   EXPECT_THAT(error, HasSubstr("argument 0 has 4 bytes at NULL"));
   backend.Close();
@@ -464,7 +468,7 @@ TEST_F(CpuBackend, CloseRunsQueuedLaunchesAndCallsTheirDone) {
   for (uint32_t device = 0; device < 2; ++device) {
     for (uint32_t unit = 0; unit < 2; ++unit) {
       atoll_backend_arg_v1 sleep_args[] = {Scalar(sleep_time_us, "unsigned int")};
-      ASSERT_EQ(table()->launch(backend.get(), device, unit, sleep_us, sleep_args, 1, done,
+      ASSERT_EQ(table()->launch(backend.get(), device, unit, sleep_us, sleep_args, 1, nullptr, done,
                                 &done_calls, error, sizeof(error)),
                 ATOLL_OK)
           << error;
@@ -474,8 +478,8 @@ TEST_F(CpuBackend, CloseRunsQueuedLaunchesAndCallsTheirDone) {
         atoll_backend_arg_v1 args[] = {
             Array(counters.data(), counters.size() * sizeof(uint32_t), "unsigned int*"),
             Scalar(indexes[i], "unsigned int")};
-        ASSERT_EQ(table()->launch(backend.get(), device, unit, count, args, 2, done, &done_calls,
-                                  error, sizeof(error)),
+        ASSERT_EQ(table()->launch(backend.get(), device, unit, count, args, 2, nullptr, done,
+                                  &done_calls, error, sizeof(error)),
                   ATOLL_OK)
             << error;
       }

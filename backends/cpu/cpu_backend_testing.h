@@ -68,11 +68,12 @@ class OpenBackend {
   void* Kernel(const char* path, const char* name) {
     char error[512] = "";
     void* program = nullptr;
-    EXPECT_EQ(table_->program(backend_, 0, path, &program, error, sizeof(error)), ATOLL_OK)
+    EXPECT_EQ(table_->program(backend_, 0, path, "", &program, error, sizeof(error)), ATOLL_OK)
         << error;
     if (program == nullptr) return nullptr;
     void* kernel = nullptr;
-    EXPECT_EQ(table_->kernel(backend_, program, name, &kernel, error, sizeof(error)), ATOLL_OK)
+    EXPECT_EQ(table_->kernel(backend_, program, name, nullptr, 0, &kernel, error, sizeof(error)),
+              ATOLL_OK)
         << error;
     return kernel;
   }
@@ -123,8 +124,8 @@ inline int LaunchAndWait(const atoll_backend_v1* table, void* backend, void* ker
                          std::string* message = nullptr, uint32_t compute_unit = 0) {
   Completion completion;
   char error[512] = "";
-  int status = table->launch(backend, 0, compute_unit, kernel, args, arg_count, Completion::Done,
-                             &completion, error, sizeof(error));
+  int status = table->launch(backend, 0, compute_unit, kernel, args, arg_count, nullptr,
+                             Completion::Done, &completion, error, sizeof(error));
   if (status != ATOLL_OK) {
     if (message != nullptr) *message = error;
     return status;

@@ -28,7 +28,8 @@
 extern "C" {
 #endif
 
-#define ATOLL_BACKEND_ABI_VERSION 1u
+/* 2: program() takes build options, kernel() the manifest's argument types, launch() a geometry. */
+#define ATOLL_BACKEND_ABI_VERSION 2u
 #define ATOLL_BACKEND_EXPORT __attribute__((visibility("default")))
 
 /* Identity and telemetry of one device. Strings are NUL-terminated; unknown numbers are -1. */
@@ -73,6 +74,20 @@ typedef struct atoll_backend_arg_v1 {
   uint64_t size_bytes;
 } atoll_backend_arg_v1;
 
+/* How many work-items a launch runs: the manifest kernel's "launch" block evaluated on the
+ * request's scalars. `dims` 0 means one work-item (an OpenCL task, the way FPGA kernels run; a
+ * CUDA <<<1, 1>>>); the cpu backend calls its kernel once and ignores the geometry. For d < dims,
+ * `global[d]` is the number of work-items (CUDA: threads) along d, and `local[d]` the work-group
+ * (CUDA: block) size, 0 when the backend chooses. A backend may round a global size up to a
+ * multiple of the local size, so NDRange kernels must ignore work-items past their data. For a
+ * backend that runs work-items, a global size of 0 along any dimension means there is nothing to
+ * run: it completes the launch successfully without running the kernel. */
+typedef struct atoll_backend_geometry_v1 {
+  uint32_t dims; /* 0 to 3 */
+  uint32_t local[3];
+  uint64_t global[3];
+} atoll_backend_geometry_v1;
+
 /* Called exactly once per successful launch, from any backend thread, when the kernel has ended
  * and its outputs are in host memory. `status` is an atoll_status_code value; `message` is "" on
  * success and is valid only during the call. May be called before launch returns. */
@@ -94,23 +109,30 @@ typedef struct atoll_backend_v1 {
   int (*device_info)(void* backend, uint32_t device, atoll_backend_device_info_v1* info,
                      char* error, size_t error_size);
 
-  /* Loads the binary at `path` onto `device` and returns a program handle. May block (an FPGA
-   * takes seconds). The daemon never programs a device while one of its compute units runs. */
-  int (*program)(void* backend, uint32_t device, const char* path, void** program, char* error,
-                 size_t error_size);
+  /* Loads the binary at `path` onto `device` and returns a program handle. `build_options` is the
+   * manifest's "buildOptions" ("" when none): compiler options for a binary built from source
+   * (OpenCL C, PTX); backends that build nothing ignore it. May block (an FPGA takes seconds, a
+   * source build as long as the compiler needs). The daemon never programs a device while one of
+   * its compute units runs. */
+  int (*program)(void* backend, uint32_t device, const char* path, const char* build_options,
+                 void** program, char* error, size_t error_size);
   /* Unloads a program; the daemon calls it only when no launch of it is in flight. */
   void (*release_program)(void* backend, void* program);
-  /* Looks up kernel `name` (the manifest's kernel name) in a program. The handle lives as long as
-   * the program. */
-  int (*kernel)(void* backend, void* program, const char* name, void** kernel, char* error,
-                size_t error_size);
+  /* Looks up kernel `name` (the manifest's kernel name) in a program. `arg_types` are the
+   * manifest's argument types in order ("float*", "int"), so a backend that can see the kernel's
+   * own signature (OpenCL's clGetKernelArgInfo, CUDA's cuFuncGetParamInfo) refuses a mismatch
+   * here, naming the argument, instead of failing later. The handle lives as long as the
+   * program. */
+  int (*kernel)(void* backend, void* program, const char* name, const char* const* arg_types,
+                uint32_t arg_count, void** kernel, char* error, size_t error_size);
 
   /* Starts `kernel` on compute unit `compute_unit` (< device_info.compute_units) of `device`.
    * Must not block on device work. The daemon launches at most one kernel per compute unit at a
    * time. On success `done(user, ...)` is called exactly once; on failure it is never called. */
   int (*launch)(void* backend, uint32_t device, uint32_t compute_unit, void* kernel,
-                const atoll_backend_arg_v1* args, uint32_t arg_count, atoll_backend_done_fn done,
-                void* user, char* error, size_t error_size);
+                const atoll_backend_arg_v1* args, uint32_t arg_count,
+                const atoll_backend_geometry_v1* geometry, atoll_backend_done_fn done, void* user,
+                char* error, size_t error_size);
 
   /* Optional (NULL when the backend needs none): told once per client buffer when the daemon
    * maps it and when it unmaps it, so a GPU backend can pin it for fast copies. */

@@ -75,10 +75,12 @@ StatusOr<atoll_backend_device_info_v1> Plugin::DeviceInfo(uint32_t device) const
   return info;
 }
 
-StatusOr<void*> Plugin::Program(uint32_t device, const std::string& binary_path) const {
+StatusOr<void*> Plugin::Program(uint32_t device, const std::string& binary_path,
+                                const std::string& build_options) const {
   void* program = nullptr;
   char error[kErrorBytes] = "";
-  int rc = table_->program(backend_, device, binary_path.c_str(), &program, error, sizeof(error));
+  int rc = table_->program(backend_, device, binary_path.c_str(), build_options.c_str(), &program,
+                           error, sizeof(error));
   if (rc != 0) {
     return FromAbi(rc, error,
                    "programming " + name_ + " device " + std::to_string(device) + " failed");
@@ -88,20 +90,23 @@ StatusOr<void*> Plugin::Program(uint32_t device, const std::string& binary_path)
 
 void Plugin::ReleaseProgram(void* program) const { table_->release_program(backend_, program); }
 
-StatusOr<void*> Plugin::Kernel(void* program, const std::string& name) const {
+StatusOr<void*> Plugin::Kernel(void* program, const std::string& name,
+                               const std::vector<const char*>& arg_types) const {
   void* kernel = nullptr;
   char error[kErrorBytes] = "";
-  int rc = table_->kernel(backend_, program, name.c_str(), &kernel, error, sizeof(error));
+  int rc = table_->kernel(backend_, program, name.c_str(), arg_types.data(),
+                          static_cast<uint32_t>(arg_types.size()), &kernel, error, sizeof(error));
   if (rc != 0) return FromAbi(rc, error, "kernel '" + name + "'");
   return kernel;
 }
 
 Status Plugin::Launch(uint32_t device, uint32_t compute_unit, void* kernel,
                       const atoll_backend_arg_v1* args, uint32_t arg_count,
-                      atoll_backend_done_fn done, void* user) const {
+                      const atoll_backend_geometry_v1& geometry, atoll_backend_done_fn done,
+                      void* user) const {
   char error[kErrorBytes] = "";
-  int rc = table_->launch(backend_, device, compute_unit, kernel, args, arg_count, done, user,
-                          error, sizeof(error));
+  int rc = table_->launch(backend_, device, compute_unit, kernel, args, arg_count, &geometry, done,
+                          user, error, sizeof(error));
   if (rc != 0)
     return FromAbi(rc, error, "launch on " + name_ + " device " + std::to_string(device));
   return OkStatus();

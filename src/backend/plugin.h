@@ -29,11 +29,14 @@ class Plugin {
   const std::filesystem::path& path() const { return path_; }
   uint32_t device_count() const;
   StatusOr<atoll_backend_device_info_v1> DeviceInfo(uint32_t device) const;
-  StatusOr<void*> Program(uint32_t device, const std::string& binary_path) const;
+  StatusOr<void*> Program(uint32_t device, const std::string& binary_path,
+                          const std::string& build_options) const;
   void ReleaseProgram(void* program) const;
-  StatusOr<void*> Kernel(void* program, const std::string& name) const;
+  StatusOr<void*> Kernel(void* program, const std::string& name,
+                         const std::vector<const char*>& arg_types) const;
   Status Launch(uint32_t device, uint32_t compute_unit, void* kernel,
-                const atoll_backend_arg_v1* args, uint32_t arg_count, atoll_backend_done_fn done,
+                const atoll_backend_arg_v1* args, uint32_t arg_count,
+                const atoll_backend_geometry_v1& geometry, atoll_backend_done_fn done,
                 void* user) const;
   bool wants_memory_registration() const { return table_->register_memory != nullptr; }
   Status RegisterMemory(void* data, uint64_t size_bytes) const;

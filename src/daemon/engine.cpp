@@ -41,6 +41,7 @@ struct Engine::Job {
   std::vector<std::shared_ptr<MappedBuffer>> buffers;  // held until the job ends
   std::vector<atoll_backend_arg_v1> args;
   std::vector<std::string> scalars;
+  atoll_backend_geometry_v1 geometry{};
   Clock::time_point deadline = Clock::time_point::max();
   uint32_t device = 0;
   uint32_t compute_unit = 0;
@@ -243,6 +244,16 @@ void Engine::Submit(const std::shared_ptr<Session>& session, const wire::Submit&
   }
   Status checked = repository::CheckSignature(accelerator, kernel, values);
   if (!checked.ok()) return reject(checked);
+  if (!kernel.launch.global.empty()) {
+    StatusOr<repository::LaunchGeometry> geometry =
+        repository::EvaluateLaunch(accelerator, kernel, values);
+    if (!geometry.ok()) return reject(geometry.status());
+    job->geometry.dims = geometry->dims;
+    for (uint32_t d = 0; d < geometry->dims; ++d) {
+      job->geometry.global[d] = geometry->global[d];
+      job->geometry.local[d] = geometry->local[d];
+    }
+  }
   for (int i = 0; i < count; ++i) {
     const auto& spec = kernel.arguments[static_cast<size_t>(i)];
     atoll_backend_arg_v1& out = job->args[static_cast<size_t>(i)];
@@ -322,7 +333,8 @@ void Engine::Launch(scheduler::Start start) {
     }
     auto program = device.programs.find(entry.checksum);
     if (program == device.programs.end()) {
-      auto handle = device.plugin->Program(device.index, entry.binary_path.string());
+      auto handle = device.plugin->Program(device.index, entry.binary_path.string(),
+                                           entry.manifest.build_options);
       if (handle.ok()) {
         program = device.programs.emplace(entry.checksum, Device::Program{*handle, {}}).first;
         spdlog::info("device {}: loaded {} {} ({})", start.device, entry.manifest.bitstream_id,
@@ -335,7 +347,10 @@ void Engine::Launch(scheduler::Start start) {
       const std::string& name = spec.names[start.compute_unit % spec.names.size()];
       auto k = program->second.kernels.find(name);
       if (k == program->second.kernels.end()) {
-        auto handle = device.plugin->Kernel(program->second.handle, name);
+        std::vector<const char*> types;
+        types.reserve(spec.arguments.size());
+        for (const auto& arg : spec.arguments) types.push_back(arg.type.c_str());
+        auto handle = device.plugin->Kernel(program->second.handle, name, types);
         if (handle.ok()) {
           k = program->second.kernels.emplace(name, *handle).first;
           kernel = k->second;
@@ -357,9 +372,9 @@ void Engine::Launch(scheduler::Start start) {
   }
   // The job keeps itself alive until OnDone: the backend only holds a raw pointer.
   auto* holder = new std::shared_ptr<Job>(job);
-  Status launched =
-      device.plugin->Launch(device.index, start.compute_unit, kernel, job->args.data(),
-                            static_cast<uint32_t>(job->args.size()), &Engine::OnDone, holder);
+  Status launched = device.plugin->Launch(device.index, start.compute_unit, kernel,
+                                          job->args.data(), static_cast<uint32_t>(job->args.size()),
+                                          job->geometry, &Engine::OnDone, holder);
   if (!launched.ok()) {
     delete holder;
     Finish(job, launched, false);

@@ -410,6 +410,27 @@ StatusOr<uint64_t> ParseSize(const Json& value, const std::string& path) {
   return size;
 }
 
+// A length or launch rule, as a JSON string ("width * height") or a non-negative integer, parsed
+// and stored without spaces ("width*height").
+StatusOr<std::string> NormalizedRule(const Json& value, const std::string& where) {
+  std::string text;
+  if (value.is_number_unsigned()) {
+    text = std::to_string(value.get<uint64_t>());
+  } else if (value.is_string()) {
+    text = value.get<std::string>();
+  } else {
+    return Invalid(where,
+                   "must be a string such as \"n\" or \"width*height\", got " + Describe(value));
+  }
+  StatusOr<std::vector<internal::LengthFactor>> factors = internal::ParseLengthRule(text);
+  if (!factors.ok()) return Invalid(where, factors.status().message());
+  std::vector<std::string> parts;
+  for (const internal::LengthFactor& factor : *factors) {
+    parts.push_back(factor.name.empty() ? std::to_string(factor.constant) : factor.name);
+  }
+  return internal::Join(parts, "*");
+}
+
 StatusOr<ArgumentSpec> ParseArgument(const Json& value, const std::string& path) {
   if (!value.is_object()) {
     return Invalid(path, "must be an object such as {\"type\": \"float*\", \"name\": \"a\"}, got " +
@@ -487,56 +508,105 @@ StatusOr<ArgumentSpec> ParseArgument(const Json& value, const std::string& path)
   if (const Json* length = Find(value, "length")) {
     std::string where = Child(path, "length");
     if (arg.kind == ArgKind::kScalar) return Invalid(where, only_arrays);
-    std::string text;
-    if (length->is_number_unsigned()) {
-      text = std::to_string(length->get<uint64_t>());
-    } else if (length->is_string()) {
-      text = length->get<std::string>();
-    } else {
-      return Invalid(
-          where, "must be a string such as \"n\" or \"width*height\", got " + Describe(*length));
-    }
-    StatusOr<std::vector<internal::LengthFactor>> factors = internal::ParseLengthRule(text);
-    if (!factors.ok()) return Invalid(where, factors.status().message());
-    std::vector<std::string> parts;
-    for (const internal::LengthFactor& factor : *factors) {
-      parts.push_back(factor.name.empty() ? std::to_string(factor.constant) : factor.name);
-    }
-    arg.length = internal::Join(parts, "*");
+    ATOLL_ASSIGN_OR_RETURN(arg.length, NormalizedRule(*length, where));
   }
   return arg;
 }
 
-// Length rules may name arguments that come later, so they are checked once all are parsed.
-Status CheckLengthRules(const KernelSpec& kernel, const std::string& path) {
-  for (size_t i = 0; i < kernel.arguments.size(); ++i) {
-    const ArgumentSpec& arg = kernel.arguments[i];
-    if (arg.length.empty()) continue;
-    std::string where = Child(Item(Child(path, "arguments"), i), "length");
-    StatusOr<std::vector<internal::LengthFactor>> factors = internal::ParseLengthRule(arg.length);
-    if (!factors.ok()) return Invalid(where, factors.status().message());
-    for (const internal::LengthFactor& factor : *factors) {
-      if (factor.name.empty()) continue;
-      auto it = std::find_if(kernel.arguments.begin(), kernel.arguments.end(),
-                             [&](const ArgumentSpec& other) { return other.name == factor.name; });
-      if (it == kernel.arguments.end()) {
-        return Invalid(where, "'" + factor.name + "' is not an argument of kernel '" +
-                                  kernel.kernel_id + "'; name one of its integer scalars");
-      }
-      bool integer = false;
-      if (it->kind == ArgKind::kScalar) {
-        StatusOr<internal::ArgumentType> split = internal::SplitArgumentType(it->type);
-        StatusOr<internal::ScalarInfo> info =
-            split.ok() ? internal::DescribeScalar(split->element) : split.status();
-        integer = info.ok() && info->is_integer();
-      }
-      if (!integer) {
-        return Invalid(where, "'" + factor.name + "' is of type '" + it->type +
-                                  "', but a length may only use integer scalar arguments");
-      }
+// A length or launch rule may only name integer scalar arguments of its kernel.
+Status CheckRuleNames(const KernelSpec& kernel, const std::string& rule, const std::string& where,
+                      const char* what) {
+  StatusOr<std::vector<internal::LengthFactor>> factors = internal::ParseLengthRule(rule);
+  if (!factors.ok()) return Invalid(where, factors.status().message());
+  for (const internal::LengthFactor& factor : *factors) {
+    if (factor.name.empty()) continue;
+    auto it = std::find_if(kernel.arguments.begin(), kernel.arguments.end(),
+                           [&](const ArgumentSpec& other) { return other.name == factor.name; });
+    if (it == kernel.arguments.end()) {
+      return Invalid(where, "'" + factor.name + "' is not an argument of kernel '" +
+                                kernel.kernel_id + "'; name one of its integer scalars");
+    }
+    bool integer = false;
+    if (it->kind == ArgKind::kScalar) {
+      StatusOr<internal::ArgumentType> split = internal::SplitArgumentType(it->type);
+      StatusOr<internal::ScalarInfo> info =
+          split.ok() ? internal::DescribeScalar(split->element) : split.status();
+      integer = info.ok() && info->is_integer();
+    }
+    if (!integer) {
+      return Invalid(where, "'" + factor.name + "' is of type '" + it->type + "', but " + what +
+                                " may only use integer scalar arguments");
     }
   }
   return OkStatus();
+}
+
+// Rules may name arguments that come later, so they are checked once all are parsed.
+Status CheckRules(const KernelSpec& kernel, const std::string& path) {
+  for (size_t i = 0; i < kernel.arguments.size(); ++i) {
+    const ArgumentSpec& arg = kernel.arguments[i];
+    if (arg.length.empty()) continue;
+    ATOLL_RETURN_IF_ERROR(CheckRuleNames(
+        kernel, arg.length, Child(Item(Child(path, "arguments"), i), "length"), "a length"));
+  }
+  for (size_t d = 0; d < kernel.launch.global.size(); ++d) {
+    ATOLL_RETURN_IF_ERROR(CheckRuleNames(kernel, kernel.launch.global[d],
+                                         Item(Child(Child(path, "launch"), "global"), d),
+                                         "a launch size"));
+  }
+  return OkStatus();
+}
+
+// Atoll's "launch": {"global": rule or [rules], "local": size or [sizes]}, at most 3 dimensions.
+StatusOr<LaunchSpec> ParseLaunch(const Json& value, const std::string& path) {
+  const char* example = "such as {\"global\": \"size\", \"local\": 256}";
+  if (!value.is_object()) {
+    return Invalid(path, std::string("must be an object ") + example + ", got " + Describe(value));
+  }
+  LaunchSpec launch;
+  const Json* global = Find(value, "global");
+  std::string global_path = Child(path, "global");
+  if (global == nullptr) {
+    return Invalid(global_path, std::string("missing; give the work-items to run, ") + example);
+  }
+  std::vector<const Json*> rules;
+  if (global->is_array()) {
+    for (const Json& item : *global) rules.push_back(&item);
+  } else {
+    rules.push_back(global);
+  }
+  if (rules.empty() || rules.size() > 3) {
+    return Invalid(global_path, "must give 1 to 3 dimensions, got " + std::to_string(rules.size()));
+  }
+  for (size_t d = 0; d < rules.size(); ++d) {
+    std::string where = global->is_array() ? Item(global_path, d) : global_path;
+    ATOLL_ASSIGN_OR_RETURN(std::string rule, NormalizedRule(*rules[d], where));
+    launch.global.push_back(std::move(rule));
+  }
+  if (const Json* local = Find(value, "local")) {
+    std::string local_path = Child(path, "local");
+    std::vector<const Json*> sizes;
+    if (local->is_array()) {
+      for (const Json& item : *local) sizes.push_back(&item);
+    } else {
+      sizes.push_back(local);
+    }
+    if (sizes.size() != launch.global.size()) {
+      return Invalid(local_path, "must give one work-group size per dimension of \"global\" (" +
+                                     std::to_string(launch.global.size()) + "), got " +
+                                     std::to_string(sizes.size()));
+    }
+    for (size_t d = 0; d < sizes.size(); ++d) {
+      std::string where = local->is_array() ? Item(local_path, d) : local_path;
+      if (!sizes[d]->is_number_unsigned() || sizes[d]->get<uint64_t>() == 0 ||
+          sizes[d]->get<uint64_t>() > 65536) {
+        return Invalid(where,
+                       "must be a work-group size from 1 to 65536, got " + Describe(*sizes[d]));
+      }
+      launch.local.push_back(static_cast<uint32_t>(sizes[d]->get<uint64_t>()));
+    }
+  }
+  return launch;
 }
 
 StatusOr<KernelSpec> ParseKernel(const Json& value, const std::string& path) {
@@ -584,12 +654,16 @@ StatusOr<KernelSpec> ParseKernel(const Json& value, const std::string& path) {
     }
     kernel.arguments.push_back(std::move(arg));
   }
-  ATOLL_RETURN_IF_ERROR(CheckLengthRules(kernel, path));
+  if (const Json* launch = Find(value, "launch")) {
+    ATOLL_ASSIGN_OR_RETURN(kernel.launch, ParseLaunch(*launch, Child(path, "launch")));
+  }
+  ATOLL_RETURN_IF_ERROR(CheckRules(kernel, path));
   return kernel;
 }
 
 bool SameSignature(const KernelSpec& a, const KernelSpec& b) {
   if (a.arguments.size() != b.arguments.size()) return false;
+  if (a.launch.global != b.launch.global || a.launch.local != b.launch.local) return false;
   for (size_t i = 0; i < a.arguments.size(); ++i) {
     const ArgumentSpec& x = a.arguments[i];
     const ArgumentSpec& y = b.arguments[i];
@@ -649,6 +723,7 @@ StatusOr<Manifest> ParseManifest(std::string_view json_text) {
   ATOLL_ASSIGN_OR_RETURN(manifest.binary, OptionalString(root, "name", ""));
   if (Find(root, "name") != nullptr) ATOLL_RETURN_IF_ERROR(CheckBinaryName(manifest.binary));
   ATOLL_ASSIGN_OR_RETURN(manifest.description, OptionalString(root, "description", ""));
+  ATOLL_ASSIGN_OR_RETURN(manifest.build_options, OptionalString(root, "buildOptions", ""));
   ATOLL_ASSIGN_OR_RETURN(manifest.platform, ParsePlatform(root));
 
   const Json* kernels = Find(root, "kernels");
@@ -695,6 +770,7 @@ std::string ManifestToJson(const Manifest& manifest) {
   root["version"] = manifest.version;
   if (!manifest.binary.empty()) root["name"] = manifest.binary;
   if (!manifest.description.empty()) root["description"] = manifest.description;
+  if (!manifest.build_options.empty()) root["buildOptions"] = manifest.build_options;
   Ordered platform;
   platform["backend"] = manifest.platform.backend;
   if (!manifest.platform.vendor.empty()) platform["vendor"] = manifest.platform.vendor;
@@ -723,6 +799,12 @@ std::string ManifestToJson(const Manifest& manifest) {
       arguments.push_back(std::move(a));
     }
     k["arguments"] = std::move(arguments);
+    if (!kernel.launch.global.empty()) {
+      Ordered launch;
+      launch["global"] = kernel.launch.global;
+      if (!kernel.launch.local.empty()) launch["local"] = kernel.launch.local;
+      k["launch"] = std::move(launch);
+    }
     kernels.push_back(std::move(k));
   }
   root["kernels"] = std::move(kernels);

@@ -30,12 +30,21 @@ struct ArgumentSpec {
   std::string memory;
 };
 
+// How many work-items a launch runs (Atoll's "launch" block). Each global entry is a rule in the
+// length-rule grammar ("size", "width*height", "1024"), one per dimension; `local` is empty (the
+// backend chooses) or has one work-group size per dimension. No global entries: one work-item.
+struct LaunchSpec {
+  std::vector<std::string> global;
+  std::vector<uint32_t> local;
+};
+
 struct KernelSpec {
   std::string kernel_id;  // "addition": the accelerator id is bitstreamId.kernelId
   // Kernel symbol per compute unit: ["vadd", "vadd"] is two CUs. InAccel's way of listing one
   // kernelId several times, each with its own "name", lands here too.
   std::vector<std::string> names;
   std::vector<ArgumentSpec> arguments;
+  LaunchSpec launch;
 };
 
 struct Platform {
@@ -50,6 +59,9 @@ struct Manifest {
   std::string version;       // dotted numbers compare numerically: "1.10" > "1.9"
   std::string binary;        // the binary's file name in the folder (the manifest's "name")
   std::string description;
+  // Compiler options for a binary built when a device is programmed (OpenCL C, PTX): Atoll's
+  // "buildOptions".
+  std::string build_options;
   Platform platform;
   std::vector<KernelSpec> kernels;
 };

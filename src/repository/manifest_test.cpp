@@ -352,3 +352,83 @@ TEST(CompareVersions, ComparesNumerically) {
 
 }  // namespace
 }  // namespace atl::repository
+
+namespace atl::repository {
+namespace {
+
+TEST(ParseManifestLaunch, OneDimensionWithLocalSize) {
+  StatusOr<Manifest> parsed = ParseManifest(Valid(R"([{"kernelId": "addition", "name": ["vadd"],
+      "launch": {"global": "n", "local": 64},
+      "arguments": [{"type": "float*", "name": "a"}, {"type": "int", "name": "n"}]}])"));
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  EXPECT_EQ(parsed->kernels[0].launch.global, std::vector<std::string>{"n"});
+  EXPECT_EQ(parsed->kernels[0].launch.local, std::vector<uint32_t>{64});
+}
+
+TEST(ParseManifestLaunch, TwoDimensionsRulesAndConstants) {
+  StatusOr<Manifest> parsed = ParseManifest(Valid(R"([{"kernelId": "filter", "name": "f",
+      "launch": {"global": ["w", "h * 2"], "local": [16, 16]},
+      "arguments": [{"type": "int", "name": "w"}, {"type": "uint", "name": "h"}]}])"));
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  EXPECT_EQ(parsed->kernels[0].launch.global, (std::vector<std::string>{"w", "h*2"}));
+  EXPECT_EQ(parsed->kernels[0].launch.local, (std::vector<uint32_t>{16, 16}));
+}
+
+TEST(ParseManifestLaunch, AbsentMeansOneWorkItem) {
+  StatusOr<Manifest> parsed = ParseManifest(Valid());
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_TRUE(parsed->kernels[0].launch.global.empty());
+}
+
+TEST(ParseManifestLaunch, BadBlocksNameTheField) {
+  auto launch = [](const std::string& block) {
+    return Valid(R"([{"kernelId": "addition", "name": ["vadd"], "launch": )" + block + R"(,
+      "arguments": [{"type": "float", "name": "x"}, {"type": "int", "name": "n"}]}])");
+  };
+  EXPECT_THAT(ErrorOf(launch("3")), HasSubstr("kernels[0].launch: must be an object"));
+  EXPECT_THAT(ErrorOf(launch("{}")), HasSubstr("kernels[0].launch.global: missing"));
+  EXPECT_THAT(ErrorOf(launch(R"({"global": []})")), HasSubstr("1 to 3 dimensions, got 0"));
+  EXPECT_THAT(ErrorOf(launch(R"({"global": ["n", "n", "n", "n"]})")),
+              HasSubstr("1 to 3 dimensions, got 4"));
+  EXPECT_THAT(ErrorOf(launch(R"({"global": "m"})")),
+              HasSubstr("kernels[0].launch.global[0]: 'm' is not an argument"));
+  EXPECT_THAT(ErrorOf(launch(R"({"global": ["n", "x"]})")),
+              HasSubstr("kernels[0].launch.global[1]: 'x' is of type 'float'"));
+  EXPECT_THAT(ErrorOf(launch(R"({"global": "n", "local": [1, 2]})")),
+              HasSubstr("kernels[0].launch.local: must give one work-group size per dimension"));
+  EXPECT_THAT(ErrorOf(launch(R"({"global": "n", "local": 0})")),
+              HasSubstr("kernels[0].launch.local: must be a work-group size from 1 to 65536"));
+  EXPECT_THAT(ErrorOf(launch(R"({"global": "n+1"})")), HasSubstr("kernels[0].launch.global"));
+}
+
+TEST(ParseManifestBuildOptions, KeptAndRoundTripped) {
+  StatusOr<Manifest> parsed = ParseManifest(Valid("", R"("bitstreamId": "vector", "version": "1.0",
+                                 "buildOptions": "-cl-fast-relaxed-math",)"));
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  EXPECT_EQ(parsed->build_options, "-cl-fast-relaxed-math");
+  StatusOr<Manifest> again = ParseManifest(ManifestToJson(*parsed));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->build_options, "-cl-fast-relaxed-math");
+  EXPECT_THAT(ErrorOf(Valid("", R"("bitstreamId": "v", "version": "1", "buildOptions": 3,)")),
+              HasSubstr("buildOptions: must be a string"));
+}
+
+TEST(ParseManifestLaunch, RoundTripsAndMustMatchAcrossComputeUnits) {
+  StatusOr<Manifest> parsed = ParseManifest(Valid(R"([{"kernelId": "addition", "name": "a0",
+      "launch": {"global": ["n", 4], "local": [8, 1]},
+      "arguments": [{"type": "int", "name": "n"}]}])"));
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  StatusOr<Manifest> again = ParseManifest(ManifestToJson(*parsed));
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->kernels[0].launch.global, (std::vector<std::string>{"n", "4"}));
+  EXPECT_EQ(again->kernels[0].launch.local, (std::vector<uint32_t>{8, 1}));
+  EXPECT_THAT(ErrorOf(Valid(R"([
+      {"kernelId": "addition", "name": "a0", "launch": {"global": "n"},
+       "arguments": [{"type": "int", "name": "n"}]},
+      {"kernelId": "addition", "name": "a1", "launch": {"global": "2*n"},
+       "arguments": [{"type": "int", "name": "n"}]}])")),
+              HasSubstr("with different arguments"));
+}
+
+}  // namespace
+}  // namespace atl::repository

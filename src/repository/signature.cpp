@@ -73,17 +73,17 @@ T Load(const void* data) {
   return value;
 }
 
-// Reads an integer scalar that a length rule names, by its exact size and signedness.
+// Reads an integer scalar that a rule names, by its exact size and signedness. `sets` says what
+// the rule decides, for messages: "the length of argument 2 'c' (size)".
 Status ReadCount(std::string_view accelerator, const KernelSpec& kernel, size_t source,
-                 const ArgValue& arg, size_t target, uint64_t* value) {
+                 const ArgValue& arg, const std::string& sets, uint64_t* value) {
   const ArgumentSpec& spec = kernel.arguments[source];
   StatusOr<internal::ArgumentType> split = internal::SplitArgumentType(spec.type);
   StatusOr<internal::ScalarInfo> info =
       split.ok() ? internal::DescribeScalar(split->element) : split.status();
   if (!info.ok() || !info->is_integer() || info->bytes != arg.size_bytes) {
     return InvalidArgumentError(std::string(accelerator) + ": " + Label(source, spec) + " (" +
-                                spec.type + ") sets the length of " +
-                                Label(target, kernel.arguments[target]) +
+                                spec.type + ") sets " + sets +
                                 " but is not an integer scalar; fix the manifest");
   }
   bool is_signed = info->scalar_class == internal::ScalarClass::kSigned;
@@ -120,60 +120,69 @@ Status ReadCount(std::string_view accelerator, const KernelSpec& kernel, size_t 
       break;
   }
   if (signed_value < 0) {
-    const ArgumentSpec& array = kernel.arguments[target];
     return InvalidArgumentError(std::string(accelerator) + ": " + Label(source, spec) + " is " +
-                                std::to_string(signed_value) + ", but it sets the length of " +
-                                Label(target, array) + " (" + array.length +
-                                ") and must not be negative");
+                                std::to_string(signed_value) + ", but it sets " + sets +
+                                " and must not be negative");
   }
   *value = static_cast<uint64_t>(signed_value);
   return OkStatus();
 }
 
-Status CheckLength(std::string_view accelerator, const KernelSpec& kernel,
-                   std::span<const ArgValue> args, size_t index) {
-  const ArgumentSpec& spec = kernel.arguments[index];
-  auto label_text = [&] { return std::string(accelerator) + ": " + Label(index, spec); };
-  StatusOr<std::vector<internal::LengthFactor>> factors = internal::ParseLengthRule(spec.length);
-  if (!factors.ok()) {
-    return InvalidArgumentError(label_text() + " has a length rule that does not parse: " +
-                                factors.status().message() + "; fix the manifest");
-  }
-  uint64_t elements = 1;
+// A rule's value on a request's scalars, with the factors' values in `text` ("1024*768") for
+// messages. `overflow` is set when the product does not fit 64 bits.
+struct RuleValue {
+  uint64_t value = 1;
   bool overflow = false;
-  // The factors' values, for the message of a failure; a rule has only a few.
-  std::vector<uint64_t> seen;
-  seen.reserve(factors->size());
+  size_t factors = 0;
+  std::string text;
+};
+
+StatusOr<RuleValue> EvaluateRule(std::string_view accelerator, const KernelSpec& kernel,
+                                 std::span<const ArgValue> args, const std::string& rule,
+                                 const std::string& sets) {
+  StatusOr<std::vector<internal::LengthFactor>> factors = internal::ParseLengthRule(rule);
+  if (!factors.ok()) {
+    return InvalidArgumentError(std::string(accelerator) + ": the rule '" + rule + "' of " + sets +
+                                " does not parse: " + factors.status().message() +
+                                "; fix the manifest");
+  }
+  RuleValue out;
+  out.factors = factors->size();
   for (const internal::LengthFactor& factor : *factors) {
     uint64_t value = factor.constant;
     if (!factor.name.empty()) {
       auto it = std::find_if(kernel.arguments.begin(), kernel.arguments.end(),
                              [&](const ArgumentSpec& other) { return other.name == factor.name; });
       if (it == kernel.arguments.end() || it->kind != ArgKind::kScalar) {
-        return InvalidArgumentError(label_text() + " has a length rule '" + spec.length +
-                                    "' that names '" + factor.name +
+        return InvalidArgumentError(std::string(accelerator) + ": the rule '" + rule + "' of " +
+                                    sets + " names '" + factor.name +
                                     "', which is not a scalar argument; fix the manifest");
       }
       size_t source = static_cast<size_t>(it - kernel.arguments.begin());
-      ATOLL_RETURN_IF_ERROR(ReadCount(accelerator, kernel, source, args[source], index, &value));
+      ATOLL_RETURN_IF_ERROR(ReadCount(accelerator, kernel, source, args[source], sets, &value));
     }
-    seen.push_back(value);
-    overflow = overflow || __builtin_mul_overflow(elements, value, &elements);
+    out.text += (out.text.empty() ? "" : "*") + std::to_string(value);
+    out.overflow = out.overflow || __builtin_mul_overflow(out.value, value, &out.value);
   }
-  auto values = [&] {
-    std::string text;
-    for (uint64_t v : seen) text += (text.empty() ? "" : "*") + std::to_string(v);
-    return text;
-  };
+  return out;
+}
+
+Status CheckLength(std::string_view accelerator, const KernelSpec& kernel,
+                   std::span<const ArgValue> args, size_t index) {
+  const ArgumentSpec& spec = kernel.arguments[index];
+  auto label_text = [&] { return std::string(accelerator) + ": " + Label(index, spec); };
+  std::string sets = "the length of " + Label(index, spec) + " (" + spec.length + ")";
+  ATOLL_ASSIGN_OR_RETURN(RuleValue rule,
+                         EvaluateRule(accelerator, kernel, args, spec.length, sets));
   uint64_t needed_bytes = 0;
-  if (overflow || __builtin_mul_overflow(elements, spec.element_bytes, &needed_bytes)) {
-    return InvalidArgumentError(label_text() + " has a length " + spec.length + " = " + values() +
+  if (rule.overflow || __builtin_mul_overflow(rule.value, spec.element_bytes, &needed_bytes)) {
+    return InvalidArgumentError(label_text() + " has a length " + spec.length + " = " + rule.text +
                                 " that overflows 64 bits; check the arguments it names");
   }
   if (args[index].size_bytes < needed_bytes) {
-    std::string rule = spec.length + " = " + values();
-    if (factors->size() > 1) rule += " = " + std::to_string(elements);
-    return InvalidArgumentError(label_text() + " must hold at least " + rule + " elements of " +
+    std::string shown = spec.length + " = " + rule.text;
+    if (rule.factors > 1) shown += " = " + std::to_string(rule.value);
+    return InvalidArgumentError(label_text() + " must hold at least " + shown + " elements of " +
                                 std::to_string(spec.element_bytes) + " bytes (" +
                                 std::to_string(needed_bytes) + " bytes), got " +
                                 std::to_string(args[index].size_bytes / spec.element_bytes) +
@@ -200,6 +209,25 @@ Status CheckSignature(std::string_view accelerator, const KernelSpec& kernel,
     }
   }
   return OkStatus();
+}
+
+StatusOr<LaunchGeometry> EvaluateLaunch(std::string_view accelerator, const KernelSpec& kernel,
+                                        std::span<const ArgValue> args) {
+  LaunchGeometry geometry;
+  const LaunchSpec& launch = kernel.launch;
+  geometry.dims = static_cast<uint32_t>(std::min<size_t>(launch.global.size(), 3));
+  for (uint32_t d = 0; d < geometry.dims; ++d) {
+    std::string sets = "launch.global[" + std::to_string(d) + "] (" + launch.global[d] + ")";
+    ATOLL_ASSIGN_OR_RETURN(RuleValue rule,
+                           EvaluateRule(accelerator, kernel, args, launch.global[d], sets));
+    if (rule.overflow) {
+      return InvalidArgumentError(std::string(accelerator) + ": " + sets + " = " + rule.text +
+                                  " overflows 64 bits; check the arguments it names");
+    }
+    geometry.global[d] = rule.value;
+    geometry.local[d] = d < launch.local.size() ? launch.local[d] : 0;
+  }
+  return geometry;
 }
 
 }  // namespace atl::repository

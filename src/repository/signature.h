@@ -27,4 +27,16 @@ struct ArgValue {
 Status CheckSignature(std::string_view accelerator, const KernelSpec& kernel,
                       std::span<const ArgValue> args);
 
+// A launch's work-items per dimension, from the kernel's "launch" block (dims 0: one work-item).
+struct LaunchGeometry {
+  uint32_t dims = 0;
+  uint64_t global[3] = {0, 0, 0};
+  uint32_t local[3] = {0, 0, 0};  // 0: the backend chooses
+};
+
+// Evaluates `kernel.launch` on a request's scalars. REQUIRES: CheckSignature(args) succeeded.
+// INVALID_ARGUMENT when a size overflows 64 bits or a scalar it names is negative.
+StatusOr<LaunchGeometry> EvaluateLaunch(std::string_view accelerator, const KernelSpec& kernel,
+                                        std::span<const ArgValue> args);
+
 }  // namespace atl::repository

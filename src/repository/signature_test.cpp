@@ -163,3 +163,66 @@ TEST(CheckSignature, LengthOverflow) {
 
 }  // namespace
 }  // namespace atl::repository
+
+namespace atl::repository {
+namespace {
+
+KernelSpec Launched(const char* launch) {
+  std::string json = std::string(R"({"bitstreamId": "image", "version": "1", "kernels": [
+      {"kernelId": "blur", "name": "blur", "launch": )") +
+                     launch + R"(, "arguments": [{"type": "float*", "name": "img"},
+                                 {"type": "int", "name": "w"}, {"type": "uint64_t", "name": "h"}]}]})";
+  StatusOr<Manifest> manifest = ParseManifest(json);
+  EXPECT_TRUE(manifest.ok()) << manifest.status().ToString();
+  return manifest.ok() ? manifest->kernels[0] : KernelSpec();
+}
+
+TEST(EvaluateLaunch, RulesReadTheScalars) {
+  int w = 640;
+  uint64_t h = 480;
+  std::vector<ArgValue> args{Array(4), Scalar(w), Scalar(h)};
+  StatusOr<LaunchGeometry> g =
+      EvaluateLaunch("image.blur", Launched(R"({"global": ["w", "h*2"], "local": [16, 8]})"), args);
+  ASSERT_TRUE(g.ok()) << g.status().ToString();
+  EXPECT_EQ(g->dims, 2u);
+  EXPECT_EQ(g->global[0], 640u);
+  EXPECT_EQ(g->global[1], 960u);
+  EXPECT_EQ(g->local[0], 16u);
+  EXPECT_EQ(g->local[1], 8u);
+
+  g = EvaluateLaunch("image.blur", Launched(R"({"global": "w*h"})"), args);
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g->dims, 1u);
+  EXPECT_EQ(g->global[0], 640u * 480u);
+  EXPECT_EQ(g->local[0], 0u);
+}
+
+TEST(EvaluateLaunch, NegativeAndOverflowingSizesAreRefused) {
+  int w = -3;
+  uint64_t h = 1;
+  StatusOr<LaunchGeometry> g =
+      EvaluateLaunch("image.blur", Launched(R"({"global": "w"})"),
+                     std::vector<ArgValue>{Array(4), Scalar(w), Scalar(h)});
+  ASSERT_FALSE(g.ok());
+  EXPECT_THAT(g.status().message(), HasSubstr("argument 1 'w' is -3"));
+  EXPECT_THAT(g.status().message(), HasSubstr("launch.global[0] (w)"));
+
+  w = 2;
+  h = UINT64_MAX;
+  g = EvaluateLaunch("image.blur", Launched(R"({"global": "w*h"})"),
+                     std::vector<ArgValue>{Array(4), Scalar(w), Scalar(h)});
+  ASSERT_FALSE(g.ok());
+  EXPECT_THAT(g.status().message(), HasSubstr("overflows 64 bits"));
+}
+
+TEST(EvaluateLaunch, NoBlockIsOneWorkItem) {
+  int size = 4;
+  StatusOr<LaunchGeometry> g =
+      EvaluateLaunch("vector.addition", Vadd(),
+                     std::vector<ArgValue>{Array(16), Array(16), Array(16), Scalar(size)});
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g->dims, 0u);
+}
+
+}  // namespace
+}  // namespace atl::repository
