@@ -1,11 +1,16 @@
-// Runs the bundled accelerators through the cpu backend, loaded as atolld loads it, and checks
-// their manifests and results against references written here.
+// Runs the bundled accelerators through every backend that has a version of them, each backend
+// loaded as atolld loads it, and checks their manifests and results against references written
+// here. One suite, parameterised over the rows of Backends(): the cpu backend always; opencl when
+// it was built and finds a device at run time; cuda likewise. A row whose backend cannot run here
+// skips with the reason.
 #include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -18,99 +23,282 @@
 
 #include "atoll/atoll.h"
 #include "atoll/backend.h"
-#include "cpu_backend_testing.h"
+#include "backend_testing.h"
 
 namespace {
 
-using ::atl::cpu::testing::Array;
-using ::atl::cpu::testing::LaunchAndWait;
-using ::atl::cpu::testing::OpenBackend;
-using ::atl::cpu::testing::Plugin;
-using ::atl::cpu::testing::Scalar;
+using ::atl::backend_testing::Array;
+using ::atl::backend_testing::Geometry;
+using ::atl::backend_testing::LaunchAndWait;
+using ::atl::backend_testing::OpenBackend;
+using ::atl::backend_testing::Plugin;
+using ::atl::backend_testing::Scalar;
 using ::testing::HasSubstr;
 
 const std::filesystem::path kAcceleratorDir = ATOLL_TEST_ACCELERATOR_DIR;
+const char* const kAccelerators[] = {"vector", "vector_int", "vision"};
 
-nlohmann::json ReadManifest(const std::string& folder) {
-  std::ifstream file(kAcceleratorDir / folder / "bitstream.json");
-  EXPECT_TRUE(file.good()) << "no bitstream.json in " << (kAcceleratorDir / folder);
+// One backend the accelerators run on.
+struct BackendRow {
+  std::string name;    // the manifests' platform.backend
+  std::string plugin;  // the plugin's path; "" when this build has none
+  std::string suffix;  // the accelerator folders' suffix: vector<suffix>
+  std::string config;  // what open() gets
+  std::string not_built;
+};
+
+// gtest prints a failing test's parameter; the row's name says all.
+void PrintTo(const BackendRow& row, std::ostream* out) { *out << row.name << " backend"; }
+
+std::vector<BackendRow> Backends() {
+  std::vector<BackendRow> rows;
+  rows.push_back({"cpu", ATOLL_TEST_CPU_BACKEND_PATH, "", "{}", ""});
+  // No disk cache: the tests build afresh, and leave nothing behind.
+  rows.push_back({"opencl", ATOLL_TEST_OPENCL_BACKEND_PATH, "-opencl", R"({"cache_dir": ""})",
+                  "the opencl backend was not built: CMake found no OpenCL headers and ICD loader "
+                  "(scripts/install-deps.sh installs them)"});
+#ifdef ATOLL_TEST_CUDA_BACKEND_PATH
+  // The cuda row: its accelerators are laid out in <name>-cuda by atoll_cuda_accelerator.
+  rows.push_back(
+      {"cuda", ATOLL_TEST_CUDA_BACKEND_PATH, "-cuda", "{}", "the cuda backend was not built"});
+#endif
+  return rows;
+}
+
+nlohmann::json ReadJson(const std::filesystem::path& path) {
+  std::ifstream file(path);
+  EXPECT_TRUE(file.good()) << "cannot read " << path;
   std::stringstream text;
   text << file.rdbuf();
   return nlohmann::json::parse(text.str());
 }
 
-std::string BinaryPath(const std::string& folder) {
-  return (kAcceleratorDir / folder / ReadManifest(folder)["name"].get<std::string>()).string();
+// A rule of the length-rule grammar, "width*height" or "3*n", evaluated on a launch's scalars as
+// the daemon evaluates it.
+uint64_t Evaluate(const std::string& rule, const nlohmann::json& arguments,
+                  const std::vector<atoll_backend_arg_v1>& args) {
+  uint64_t product = 1;
+  std::stringstream factors(rule);
+  std::string factor;
+  while (std::getline(factors, factor, '*')) {
+    factor.erase(std::remove_if(factor.begin(), factor.end(), ::isspace), factor.end());
+    if (std::all_of(factor.begin(), factor.end(), ::isdigit)) {
+      product *= std::stoull(factor);
+      continue;
+    }
+    bool found = false;
+    for (size_t i = 0; i < arguments.size(); ++i) {
+      if (arguments[i].value("name", "") != factor) continue;
+      found = true;
+      int64_t value = 0;
+      switch (args[i].size_bytes) {
+        case 1:
+          value = *static_cast<const int8_t*>(args[i].data);
+          break;
+        case 2:
+          value = *static_cast<const int16_t*>(args[i].data);
+          break;
+        case 4:
+          value = *static_cast<const int32_t*>(args[i].data);
+          break;
+        default:
+          value = *static_cast<const int64_t*>(args[i].data);
+      }
+      product *= static_cast<uint64_t>(std::max<int64_t>(value, 0));
+    }
+    EXPECT_TRUE(found) << "rule '" << rule << "' names '" << factor << "', not an argument";
+  }
+  return product;
 }
 
-class Accelerators : public ::testing::Test {
+class Accelerators : public ::testing::TestWithParam<BackendRow> {
  protected:
-  const atoll_backend_v1* table() const { return plugin_.table(); }
+  void SetUp() override {
+    const BackendRow& row = GetParam();
+    if (row.plugin.empty()) GTEST_SKIP() << row.not_built;
+    plugin_ = std::make_unique<Plugin>(row.plugin.c_str());
+    ASSERT_NE(table(), nullptr);
+    backend_ = std::make_unique<OpenBackend>(table(), row.config.c_str());
+    ASSERT_NE(backend_->get(), nullptr);
+    if (table()->device_count(backend_->get()) == 0) {
+      GTEST_SKIP() << "the " << row.name << " backend finds no device on this machine";
+    }
+  }
 
-  Plugin plugin_{ATOLL_TEST_BACKEND_PATH};
-  OpenBackend backend_{plugin_.table(), "{}"};
+  const atoll_backend_v1* table() const { return plugin_->table(); }
+  void* backend() const { return backend_->get(); }
+
+  std::filesystem::path Folder(const std::string& accelerator) const {
+    return kAcceleratorDir / (accelerator + GetParam().suffix);
+  }
+  nlohmann::json Manifest(const std::string& accelerator) const {
+    return ReadJson(Folder(accelerator) / "bitstream.json");
+  }
+  std::string BinaryPath(const std::string& accelerator) const {
+    return (Folder(accelerator) / Manifest(accelerator)["name"].get<std::string>()).string();
+  }
+
+  // The manifest's kernel whose name list holds `name`.
+  static nlohmann::json KernelSpec(const nlohmann::json& manifest, const std::string& name) {
+    for (const auto& kernel : manifest["kernels"]) {
+      for (const auto& n : kernel["name"]) {
+        if (n == name) return kernel;
+      }
+    }
+    ADD_FAILURE() << "no kernel named " << name;
+    return nlohmann::json::object();
+  }
+
+  static std::vector<std::string> Types(const nlohmann::json& kernel) {
+    std::vector<std::string> types;
+    for (const auto& argument : kernel["arguments"]) types.push_back(argument["type"]);
+    return types;
+  }
+
+  // Programs device 0 with the accelerator's binary and looks up `name` with the manifest's
+  // argument types, as the daemon does.
+  void* Kernel(const std::string& accelerator, const std::string& name) {
+    nlohmann::json manifest = Manifest(accelerator);
+    std::vector<std::string> types = Types(KernelSpec(manifest, name));
+    std::vector<const char*> pointers;
+    for (const std::string& t : types) pointers.push_back(t.c_str());
+    std::string binary = BinaryPath(accelerator);
+    std::string options = manifest.value("buildOptions", "");
+    void* kernel = backend_->Kernel(binary.c_str(), name.c_str(), pointers, 0, options.c_str());
+    kernels_[kernel] = {accelerator, name};
+    return kernel;
+  }
+
+  // The geometry the daemon would pass: the manifest's "launch" block on these scalars.
+  atoll_backend_geometry_v1 GeometryFor(void* kernel,
+                                        const std::vector<atoll_backend_arg_v1>& args) const {
+    auto [accelerator, name] = kernels_.at(kernel);
+    nlohmann::json spec = KernelSpec(Manifest(accelerator), name);
+    atoll_backend_geometry_v1 geometry = Geometry();
+    if (!spec.contains("launch")) return geometry;
+    const nlohmann::json& launch = spec["launch"];
+    nlohmann::json global =
+        launch["global"].is_array() ? launch["global"] : nlohmann::json::array({launch["global"]});
+    geometry.dims = static_cast<uint32_t>(global.size());
+    for (size_t d = 0; d < global.size(); ++d) {
+      geometry.global[d] = Evaluate(global[d], spec["arguments"], args);
+    }
+    if (launch.contains("local")) {
+      nlohmann::json local =
+          launch["local"].is_array() ? launch["local"] : nlohmann::json::array({launch["local"]});
+      for (size_t d = 0; d < local.size(); ++d) geometry.local[d] = local[d];
+    }
+    return geometry;
+  }
+
+  int Run(void* kernel, const std::vector<atoll_backend_arg_v1>& args, std::string* message,
+          uint32_t compute_unit = 0) {
+    return LaunchAndWait(table(), backend(), kernel, args.data(),
+                         static_cast<uint32_t>(args.size()), GeometryFor(kernel, args), message,
+                         compute_unit);
+  }
+
+  // Runs a vector kernel (a, b, c, size) on compute unit `compute_unit`.
+  template <typename T>
+  int RunVector(void* kernel, const char* type, std::vector<T>& a, std::vector<T>& b,
+                std::vector<T>& c, int32_t size, std::string* message, uint32_t compute_unit = 0) {
+    std::vector<atoll_backend_arg_v1> args = {
+        Array(a.data(), a.size() * sizeof(T), type, ATOLL_BACKEND_ACCESS_READ),
+        Array(b.data(), b.size() * sizeof(T), type, ATOLL_BACKEND_ACCESS_READ),
+        Array(c.data(), c.size() * sizeof(T), type, ATOLL_BACKEND_ACCESS_WRITE),
+        Scalar(size, "int")};
+    return Run(kernel, args, message, compute_unit);
+  }
+
+  std::unique_ptr<Plugin> plugin_;
+  std::unique_ptr<OpenBackend> backend_;
+  std::map<void*, std::pair<std::string, std::string>> kernels_;
 };
 
-TEST_F(Accelerators, ManifestsNameTheirBinaryAndKernels) {
-  for (const char* folder : {"vector", "vector_int", "vision"}) {
-    SCOPED_TRACE(folder);
-    nlohmann::json manifest = ReadManifest(folder);
-    EXPECT_EQ(manifest["platform"]["backend"], "cpu");
-    EXPECT_EQ(manifest["platform"]["vendor"], "atoll");
-    char error[512] = "";
+std::string RowName(const ::testing::TestParamInfo<BackendRow>& info) { return info.param.name; }
+
+INSTANTIATE_TEST_SUITE_P(Backends, Accelerators, ::testing::ValuesIn(Backends()), RowName);
+
+TEST_P(Accelerators, ManifestsNameTheirBinaryAndKernels) {
+  for (const char* accelerator : kAccelerators) {
+    SCOPED_TRACE(accelerator);
+    nlohmann::json manifest = Manifest(accelerator);
+    EXPECT_EQ(manifest["platform"]["backend"], GetParam().name);
+    if (GetParam().name == "cpu") {
+      EXPECT_EQ(manifest["platform"]["vendor"], "atoll");
+    }
     void* program = nullptr;
-    std::string binary = BinaryPath(folder);
-    ASSERT_EQ(
-        table()->program(backend_.get(), 0, binary.c_str(), "", &program, error, sizeof(error)),
-        ATOLL_OK)
-        << error;
+    std::string message;
+    std::string binary = BinaryPath(accelerator);
+    ASSERT_EQ(backend_->Program(binary.c_str(), &program, &message, 0,
+                                manifest.value("buildOptions", "").c_str()),
+              ATOLL_OK)
+        << message;
     for (const auto& kernel : manifest["kernels"]) {
       SCOPED_TRACE(kernel["kernelId"].get<std::string>());
       ASSERT_GE(kernel["name"].size(), 1u);
+      std::vector<std::string> types = Types(kernel);
+      std::vector<const char*> pointers;
+      for (const std::string& t : types) pointers.push_back(t.c_str());
       for (const auto& name : kernel["name"]) {
         void* handle = nullptr;
-        EXPECT_EQ(table()->kernel(backend_.get(), program, name.get<std::string>().c_str(), nullptr,
-                                  0, &handle, error, sizeof(error)),
+        EXPECT_EQ(backend_->FindKernel(program, name.get<std::string>().c_str(), pointers, &handle,
+                                       &message),
                   ATOLL_OK)
-            << error;
+            << message;
       }
-      // A length rule may name only scalar arguments of the same kernel.
+      // Length and launch rules may name only integer scalar arguments of the same kernel.
       std::set<std::string> scalars;
       for (const auto& argument : kernel["arguments"]) {
         std::string type = argument["type"];
         if (type.back() != '*') scalars.insert(argument["name"].get<std::string>());
       }
+      std::vector<std::string> rules;
       for (const auto& argument : kernel["arguments"]) {
-        if (!argument.contains("length")) continue;
-        std::stringstream rule(argument["length"].get<std::string>());
+        if (argument.contains("length")) rules.push_back(argument["length"]);
+      }
+      if (kernel.contains("launch")) {
+        const nlohmann::json& global = kernel["launch"]["global"];
+        if (global.is_array()) {
+          for (const auto& rule : global) rules.push_back(rule);
+        } else {
+          rules.push_back(global);
+        }
+      }
+      for (const std::string& text : rules) {
+        std::stringstream rule(text);
         std::string factor;
         while (std::getline(rule, factor, '*')) {
           bool constant = !factor.empty() && std::all_of(factor.begin(), factor.end(), ::isdigit);
           EXPECT_TRUE(constant || scalars.count(factor) == 1)
-              << "length factor '" << factor << "' of " << argument["name"];
+              << "factor '" << factor << "' of rule '" << text << "'";
         }
       }
     }
-    table()->release_program(backend_.get(), program);
+    table()->release_program(backend(), program);
   }
 }
 
-// Runs a vector kernel (a, b, c, size) on compute unit `compute_unit`.
-template <typename T>
-int RunVector(const atoll_backend_v1* table, void* backend, void* kernel, const char* type,
-              std::vector<T>& a, std::vector<T>& b, std::vector<T>& c, int32_t size,
-              std::string* message, uint32_t compute_unit = 0) {
-  atoll_backend_arg_v1 args[] = {
-      Array(a.data(), a.size() * sizeof(T), type, ATOLL_BACKEND_ACCESS_READ),
-      Array(b.data(), b.size() * sizeof(T), type, ATOLL_BACKEND_ACCESS_READ),
-      Array(c.data(), c.size() * sizeof(T), type, ATOLL_BACKEND_ACCESS_WRITE), Scalar(size, "int")};
-  return LaunchAndWait(table, backend, kernel, args, 4, message, compute_unit);
+// A program written for one backend calls the same accelerator ids with the same arguments on
+// any other.
+TEST_P(Accelerators, ManifestsMatchTheCpuOnes) {
+  for (const char* accelerator : kAccelerators) {
+    SCOPED_TRACE(accelerator);
+    nlohmann::json cpu = ReadJson(kAcceleratorDir / accelerator / "bitstream.json");
+    nlohmann::json ours = Manifest(accelerator);
+    EXPECT_EQ(ours["bitstreamId"], cpu["bitstreamId"]);
+    EXPECT_EQ(ours["version"], cpu["version"]);
+    ASSERT_EQ(ours["kernels"].size(), cpu["kernels"].size());
+    for (size_t k = 0; k < cpu["kernels"].size(); ++k) {
+      EXPECT_EQ(ours["kernels"][k]["kernelId"], cpu["kernels"][k]["kernelId"]);
+      EXPECT_EQ(ours["kernels"][k]["arguments"], cpu["kernels"][k]["arguments"]);
+    }
+  }
 }
 
-TEST_F(Accelerators, VectorAddsAndSubtractsFloats) {
-  std::string binary = BinaryPath("vector");
-  void* vadd = backend_.Kernel(binary.c_str(), "vadd");
-  void* vsub = backend_.Kernel(binary.c_str(), "vsub");
+TEST_P(Accelerators, VectorAddsAndSubtractsFloats) {
+  void* vadd = Kernel("vector", "vadd");
+  void* vsub = Kernel("vector", "vsub");
   std::mt19937 random(1);
   std::uniform_real_distribution<float> value(-1000.0f, 1000.0f);
   for (int32_t size : {0, 1, 7, 1023, 1024, 4097}) {
@@ -121,31 +309,25 @@ TEST_F(Accelerators, VectorAddsAndSubtractsFloats) {
       b[i] = value(random);
     }
     std::string message;
-    ASSERT_EQ(RunVector(table(), backend_.get(), vadd, "float*", a, b, c, size, &message, 0),
-              ATOLL_OK)
-        << message;
+    ASSERT_EQ(RunVector(vadd, "float*", a, b, c, size, &message, 0), ATOLL_OK) << message;
     for (int32_t i = 0; i < size; ++i) ASSERT_EQ(c[i], a[i] + b[i]) << i;
-    ASSERT_EQ(RunVector(table(), backend_.get(), vsub, "float*", a, b, c, size, &message, 1),
-              ATOLL_OK)
-        << message;
+    ASSERT_EQ(RunVector(vsub, "float*", a, b, c, size, &message, 1), ATOLL_OK) << message;
     for (int32_t i = 0; i < size; ++i) ASSERT_EQ(c[i], a[i] - b[i]) << i;
   }
 }
 
-TEST_F(Accelerators, VectorWorksInPlace) {
-  void* vadd = backend_.Kernel(BinaryPath("vector").c_str(), "vadd");
+TEST_P(Accelerators, VectorWorksInPlace) {
+  void* vadd = Kernel("vector", "vadd");
   std::vector<float> a = {1, 2, 3, 4, 5};
   std::vector<float> b = {10, 20, 30, 40, 50};
   std::string message;
-  ASSERT_EQ(RunVector(table(), backend_.get(), vadd, "float*", a, b, a, 5, &message), ATOLL_OK)
-      << message;
+  ASSERT_EQ(RunVector(vadd, "float*", a, b, a, 5, &message), ATOLL_OK) << message;
   EXPECT_THAT(a, ::testing::ElementsAre(11, 22, 33, 44, 55));
 }
 
-TEST_F(Accelerators, VectorIntWrapsAround) {
-  std::string binary = BinaryPath("vector_int");
-  void* vadd = backend_.Kernel(binary.c_str(), "vadd_int");
-  void* vsub = backend_.Kernel(binary.c_str(), "vsub_int");
+TEST_P(Accelerators, VectorIntWrapsAround) {
+  void* vadd = Kernel("vector_int", "vadd_int");
+  void* vsub = Kernel("vector_int", "vsub_int");
   std::mt19937 random(2);
   for (int32_t size : {1, 3, 1024, 1031}) {
     SCOPED_TRACE(size);
@@ -157,13 +339,11 @@ TEST_F(Accelerators, VectorIntWrapsAround) {
     a[0] = INT32_MAX;
     b[0] = size == 1 ? 1 : INT32_MIN;
     std::string message;
-    ASSERT_EQ(RunVector(table(), backend_.get(), vadd, "int*", a, b, c, size, &message), ATOLL_OK)
-        << message;
+    ASSERT_EQ(RunVector(vadd, "int*", a, b, c, size, &message), ATOLL_OK) << message;
     for (int32_t i = 0; i < size; ++i) {
       ASSERT_EQ(c[i], static_cast<int32_t>(static_cast<int64_t>(a[i]) + b[i])) << i;
     }
-    ASSERT_EQ(RunVector(table(), backend_.get(), vsub, "int*", a, b, c, size, &message), ATOLL_OK)
-        << message;
+    ASSERT_EQ(RunVector(vsub, "int*", a, b, c, size, &message), ATOLL_OK) << message;
     for (int32_t i = 0; i < size; ++i) {
       ASSERT_EQ(c[i], static_cast<int32_t>(static_cast<int64_t>(a[i]) - b[i])) << i;
     }
@@ -172,43 +352,10 @@ TEST_F(Accelerators, VectorIntWrapsAround) {
   std::vector<int32_t> b = {1, 1};
   std::vector<int32_t> c(2);
   std::string message;
-  ASSERT_EQ(RunVector(table(), backend_.get(), vadd, "int*", a, b, c, 2, &message), ATOLL_OK);
+  ASSERT_EQ(RunVector(vadd, "int*", a, b, c, 2, &message), ATOLL_OK);
   EXPECT_THAT(c, ::testing::ElementsAre(INT32_MIN, INT32_MIN + 1));
-  ASSERT_EQ(RunVector(table(), backend_.get(), vsub, "int*", a, b, c, 2, &message), ATOLL_OK);
+  ASSERT_EQ(RunVector(vsub, "int*", a, b, c, 2, &message), ATOLL_OK);
   EXPECT_THAT(c, ::testing::ElementsAre(INT32_MAX - 1, INT32_MAX));
-}
-
-TEST_F(Accelerators, VectorRefusesArgumentsItWouldOverrun) {
-  void* vadd = backend_.Kernel(BinaryPath("vector").c_str(), "vadd");
-  std::vector<float> a(16), b(16), c(8);
-  std::string message;
-  EXPECT_EQ(RunVector(table(), backend_.get(), vadd, "float*", a, b, c, 16, &message),
-            ATOLL_INVALID_ARGUMENT);
-  EXPECT_THAT(message, HasSubstr("vadd: argument 2 'c' holds 32 bytes"));
-  EXPECT_EQ(RunVector(table(), backend_.get(), vadd, "float*", a, b, c, -1, &message),
-            ATOLL_INVALID_ARGUMENT);
-  EXPECT_THAT(message, HasSubstr("'size' is -1"));
-
-  int32_t size = 4;
-  atoll_backend_arg_v1 three[] = {Array(a.data(), 64, "float*"), Array(b.data(), 64, "float*"),
-                                  Scalar(size, "int")};
-  EXPECT_EQ(LaunchAndWait(table(), backend_.get(), vadd, three, 3, &message),
-            ATOLL_INVALID_ARGUMENT);
-  EXPECT_THAT(message, HasSubstr("takes 4 arguments"));
-
-  int64_t wide_size = 4;
-  atoll_backend_arg_v1 wide[] = {Array(a.data(), 64, "float*"), Array(b.data(), 64, "float*"),
-                                 Array(c.data(), 32, "float*"), Scalar(wide_size, "long")};
-  EXPECT_EQ(LaunchAndWait(table(), backend_.get(), vadd, wide, 4, &message),
-            ATOLL_INVALID_ARGUMENT);
-  EXPECT_THAT(message, HasSubstr("'size' must be a scalar of 4 bytes"));
-
-  auto* misaligned = reinterpret_cast<char*>(a.data()) + 1;
-  atoll_backend_arg_v1 shifted[] = {Array(misaligned, 16, "float*"), Array(b.data(), 16, "float*"),
-                                    Array(c.data(), 16, "float*"), Scalar(size, "int")};
-  EXPECT_EQ(LaunchAndWait(table(), backend_.get(), vadd, shifted, 4, &message),
-            ATOLL_INVALID_ARGUMENT);
-  EXPECT_THAT(message, HasSubstr("'a' is not aligned"));
 }
 
 // The definition, written the plain way.
@@ -243,7 +390,8 @@ class Filter2d : public Accelerators {
   int Run(const std::vector<int16_t>& coefficients, int32_t size, float factor, int16_t bias,
           int32_t width, int32_t height, const std::vector<uint8_t>& src, std::vector<uint8_t>& dst,
           std::string* message) {
-    atoll_backend_arg_v1 args[] = {
+    if (filter2d_ == nullptr) filter2d_ = Kernel("vision", "filter2d");
+    std::vector<atoll_backend_arg_v1> args = {
         Array(const_cast<int16_t*>(coefficients.data()), coefficients.size() * 2, "short*",
               ATOLL_BACKEND_ACCESS_READ),
         Scalar(size, "int"),
@@ -254,13 +402,15 @@ class Filter2d : public Accelerators {
         Array(const_cast<uint8_t*>(src.data()), src.size(), "unsigned char*",
               ATOLL_BACKEND_ACCESS_READ),
         Array(dst.data(), dst.size(), "unsigned char*", ATOLL_BACKEND_ACCESS_WRITE)};
-    return LaunchAndWait(table(), backend_.get(), filter2d_, args, 8, message);
+    return Accelerators::Run(filter2d_, args, message);
   }
 
-  void* filter2d_ = backend_.Kernel(BinaryPath("vision").c_str(), "filter2d");
+  void* filter2d_ = nullptr;
 };
 
-TEST_F(Filter2d, MatchesTheReferenceIncludingBordersClampingFactorAndBias) {
+INSTANTIATE_TEST_SUITE_P(Backends, Filter2d, ::testing::ValuesIn(Backends()), RowName);
+
+TEST_P(Filter2d, MatchesTheReferenceIncludingBordersClampingFactorAndBias) {
   struct Parameters {
     int low, high;  // coefficient range
     float factor;
@@ -295,7 +445,7 @@ TEST_F(Filter2d, MatchesTheReferenceIncludingBordersClampingFactorAndBias) {
   }
 }
 
-TEST_F(Filter2d, RoundsHalfAwayFromZeroAndClamps) {
+TEST_P(Filter2d, RoundsHalfAwayFromZeroAndClamps) {
   std::vector<int16_t> center(9, 0);
   center[4] = 1;
   std::vector<uint8_t> src = {3, 5, 0, 255};
@@ -310,7 +460,48 @@ TEST_F(Filter2d, RoundsHalfAwayFromZeroAndClamps) {
   EXPECT_THAT(dst, ::testing::ElementsAre(16, 20, 10, 255));
 }
 
-TEST_F(Filter2d, RefusesArgumentsItCannotHonour) {
+// The cpu kernels check their own arguments, since anything can dlopen them and call them; on the
+// other backends the daemon's manifest checks and the backend's signature checks do that.
+class CpuAccelerators : public Accelerators {};
+INSTANTIATE_TEST_SUITE_P(Backends, CpuAccelerators, ::testing::Values(Backends().front()), RowName);
+
+TEST_P(CpuAccelerators, VectorRefusesArgumentsItWouldOverrun) {
+  void* vadd = Kernel("vector", "vadd");
+  std::vector<float> a(16), b(16), c(8);
+  std::string message;
+  EXPECT_EQ(RunVector(vadd, "float*", a, b, c, 16, &message), ATOLL_INVALID_ARGUMENT);
+  EXPECT_THAT(message, HasSubstr("vadd: argument 2 'c' holds 32 bytes"));
+  EXPECT_EQ(RunVector(vadd, "float*", a, b, c, -1, &message), ATOLL_INVALID_ARGUMENT);
+  EXPECT_THAT(message, HasSubstr("'size' is -1"));
+
+  int32_t size = 4;
+  EXPECT_EQ(
+      Run(vadd, {Array(a.data(), 64, "float*"), Array(b.data(), 64, "float*"), Scalar(size, "int")},
+          &message),
+      ATOLL_INVALID_ARGUMENT);
+  EXPECT_THAT(message, HasSubstr("takes 4 arguments"));
+
+  int64_t wide_size = 4;
+  EXPECT_EQ(Run(vadd,
+                {Array(a.data(), 64, "float*"), Array(b.data(), 64, "float*"),
+                 Array(c.data(), 32, "float*"), Scalar(wide_size, "long")},
+                &message),
+            ATOLL_INVALID_ARGUMENT);
+  EXPECT_THAT(message, HasSubstr("'size' must be a scalar of 4 bytes"));
+
+  auto* misaligned = reinterpret_cast<char*>(a.data()) + 1;
+  EXPECT_EQ(Run(vadd,
+                {Array(misaligned, 16, "float*"), Array(b.data(), 16, "float*"),
+                 Array(c.data(), 16, "float*"), Scalar(size, "int")},
+                &message),
+            ATOLL_INVALID_ARGUMENT);
+  EXPECT_THAT(message, HasSubstr("'a' is not aligned"));
+}
+
+class CpuFilter2d : public Filter2d {};
+INSTANTIATE_TEST_SUITE_P(Backends, CpuFilter2d, ::testing::Values(Backends().front()), RowName);
+
+TEST_P(CpuFilter2d, RefusesArgumentsItCannotHonour) {
   std::vector<int16_t> coefficients(9, 1);
   std::vector<uint8_t> src(16, 1);
   std::vector<uint8_t> dst(16);

@@ -11,6 +11,15 @@
 //              process sharing its connection, against atoll_kernel_noop called directly by as
 //              many threads. Issue target: at least 100k requests/s on a 2-core machine.
 //   processes  the same with 1, 2 and 4 client processes, each with its own connection.
+//   opencl     vector.addition on 1024 floats through a daemon whose only backend is opencl, one
+//              request at a time, against vector.cl's vadd called directly through OpenCL in this
+//              process (buffers, writes, NDRange, read, finish). Issue target: at most 1.2x the
+//              direct call at p50. Measured in the same rounds: Atoll's opencl backend driven in
+//              this process without the daemon. bench/run.sh runs it against its own daemon.
+//   devices, tenants, reprogram
+//              the scheduler on simulated cpu devices, each against daemons of its own
+//              (scheduling_bench.h): throughput over 1-8 devices, two tenants sharing a device,
+//              and reprogrammings of the fair policy against the old FIFO one.
 //
 // It expects a running atolld at $ATOLL_SOCKET with the vector and testing accelerators installed;
 // bench/run.sh provides a private one. Results are printed as a table and, with --json, written
@@ -35,6 +44,7 @@
 #include <latch>
 #include <limits>
 #include <map>
+#include <new>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -49,6 +59,10 @@
 #include "atoll/cpu_kernel.h"
 #include "bench_support.h"
 #include "report.h"
+#include "scheduling_bench.h"
+#ifdef ATOLL_BENCH_OPENCL
+#include "opencl_bench.h"
+#endif
 
 namespace atl::bench {
 namespace {
@@ -56,6 +70,7 @@ namespace {
 constexpr int kVectorLength = 1024;
 constexpr double kNoopTarget = 100000;      // requests/s, from the issue
 constexpr double kOverheadTargetUs = 10.0;  // added at p50, from the issue
+constexpr double kOpenclTargetRatio = 1.2;  // Atoll's opencl round trip over the direct call
 
 struct Options {
   std::string build_dir;
@@ -72,6 +87,11 @@ struct Options {
   std::vector<std::string> scenarios = {"roundtrip", "threads", "processes"};
   bool quick = false;
   bool child = false;  // internal: run as one client process of the `processes` scenario
+  // Internal: one client process of the scheduling scenarios (scheduling_bench.h).
+  bool child_hold = false;
+  std::string hold_accelerators = "testing.hold";
+  int hold_mix = 100;
+  int hold_us = 2000;
 };
 
 bool Wants(const Options& o, const std::string& scenario) {
@@ -309,6 +329,107 @@ void RoundTrip(const Options& o, Report* report) {
   CheckSum("C API", a.data(), b.data(), c_c.data(), n);
   ReportRoundTrip(&variants, report);
 }
+
+// ---- OpenCL round trip --------------------------------------------------------------------------
+
+#ifdef ATOLL_BENCH_OPENCL
+// Page-aligned memory, as the daemon's mapping of a client buffer is: what the backend sees.
+class PageAligned {
+ public:
+  explicit PageAligned(size_t floats)
+      : data_(static_cast<float*>(
+            std::aligned_alloc(4096, (floats * sizeof(float) + 4095) / 4096 * 4096))) {
+    if (data_ == nullptr) throw std::bad_alloc();
+  }
+  ~PageAligned() { std::free(data_); }
+  PageAligned(const PageAligned&) = delete;
+  PageAligned& operator=(const PageAligned&) = delete;
+  float* data() { return data_; }
+
+ private:
+  float* data_;
+};
+
+void OpenclRoundTrip(const Options& o, Report* report) {
+  std::string unavailable = DirectOpencl::Unavailable();
+  if (!unavailable.empty()) {
+    Progress("  skipped: " + unavailable);
+    return;
+  }
+  int n = kVectorLength;
+  // vector-opencl's manifest: {"global": "size", "local": 64}.
+  constexpr uint32_t kLocal = 64;
+  const std::string source = o.build_dir + "/accelerators/vector-opencl/vector.cl";
+  DirectOpencl direct(source, "vadd");
+  PluginOpencl plugin(o.build_dir + "/lib/atoll/backends/libatoll_backend_opencl.so", source,
+                      "vadd");
+
+  // The baseline uses ordinary memory, as a program without Atoll would.
+  std::vector<float> da(n), db(n), dc(n);
+  PageAligned pa(n), pb(n), pc(n);
+  atoll::vector<float> a(n), b(n), c(n);
+  for (int i = 0; i < n; ++i) {
+    a[i] = da[i] = pa.data()[i] = static_cast<float>(i) * 0.5f;
+    b[i] = db[i] = pb.data()[i] = static_cast<float>(n - i);
+  }
+  atoll::request request("vector.addition");
+  request.arg(a).arg(b).arg(c).arg(n);
+
+  std::vector<Variant> variants;
+  variants.push_back({"opencl_direct",
+                      [&] { direct.Vadd(da.data(), db.data(), dc.data(), n, kLocal); },
+                      {},
+                      {},
+                      0});
+  variants.push_back({"opencl_atoll", [&] { atoll::submit(request).get(); }, {}, {}, 0});
+  variants.push_back({"opencl_plugin",
+                      [&] { plugin.Vadd(pa.data(), pb.data(), pc.data(), n, kLocal); },
+                      {},
+                      {},
+                      0});
+  MeasureInRounds(o, &variants);
+  CheckSum("direct OpenCL call", da.data(), db.data(), dc.data(), n);
+  CheckSum("Atoll on opencl", a.data(), b.data(), c.data(), n);
+  CheckSum("opencl backend in-process", pa.data(), pb.data(), pc.data(), n);
+
+  std::map<std::string, LatencySummary> s;
+  for (Variant& v : variants) s[v.key] = Summarize(v.samples_ns);
+  const LatencySummary& d = s["opencl_direct"];
+  const LatencySummary& atoll_path = s["opencl_atoll"];
+  const LatencySummary& in_process = s["opencl_plugin"];
+  const double none = std::numeric_limits<double>::quiet_NaN();
+  const std::string section =
+      "OpenCL round trip: vector.addition on " + std::to_string(kVectorLength) + " floats on " +
+      direct.device_name() +
+      " (baseline: vector.cl's vadd called directly through OpenCL in-process)";
+  report->Add(Microseconds(section, "opencl.direct.p50", d.p50_us, none, "",
+                           Details(d, "clCreateBuffer x3, 2 writes, NDRange, read, clFinish")));
+  report->Add(Microseconds(section, "opencl.direct.p99", d.p99_us, none, ""));
+  Result p50 =
+      Microseconds(section, "opencl.atoll.p50", atoll_path.p50_us, d.p50_us, "opencl.direct.p50",
+                   Details(atoll_path,
+                           "atoll::submit(r).get() through atolld, whose "
+                           "only backend is opencl"));
+  p50.target = "<= 1.2x direct";
+  p50.target_met = atoll_path.p50_us <= kOpenclTargetRatio * d.p50_us;
+  report->Add(std::move(p50));
+  report->Add(
+      Microseconds(section, "opencl.atoll.p99", atoll_path.p99_us, d.p99_us, "opencl.direct.p99"));
+  report->Add(Microseconds(section, "opencl.atoll.overhead_p50", atoll_path.p50_us - d.p50_us,
+                           d.p50_us, "opencl.direct.p50"));
+  report->Add(Microseconds(section, "opencl.backend_in_process.p50", in_process.p50_us, d.p50_us,
+                           "opencl.direct.p50",
+                           Details(in_process,
+                                   "Atoll's opencl backend plugin driven in this "
+                                   "process, no daemon: launch, then wait for done")));
+  report->Add(Microseconds(section, "opencl.backend_in_process.p99", in_process.p99_us, d.p99_us,
+                           "opencl.direct.p99"));
+  for (const Variant& v : variants) {
+    report->Add(Diagnostic{"roundtrip." + v.key, static_cast<double>(v.samples_ns.size()),
+                           static_cast<double>(v.wall_ns) / 1e9, v.usage});
+  }
+}
+#endif
 
 // ---- Request rate -------------------------------------------------------------------------------
 
@@ -650,20 +771,34 @@ int Run(int argc, char** argv) {
   app.add_option("--window", o.window, "requests in flight per client in the rate runs")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  std::string clients = "1,2,4", scenarios = "roundtrip,threads,processes";
+  std::string clients = "1,2,4",
+              scenarios = "roundtrip,threads,processes,devices,tenants,reprogram";
   app.add_option("--clients", clients, "client thread/process counts for the rate runs")
       ->capture_default_str();
   app.add_option("--scenarios", scenarios,
-                 "which to run, of roundtrip, threads and processes (comma-separated)")
+                 "which to run, of roundtrip, threads, processes, opencl, devices, tenants and "
+                 "reprogram (comma-separated); opencl needs a daemon whose only backend is "
+                 "opencl, as bench/run.sh starts; devices, tenants and reprogram start their own")
       ->capture_default_str();
   app.add_option("--daemon-pid", o.daemon_pid,
                  "the daemon's pid, to report its CPU time and context switches per request");
   app.add_option("--git", o.git, "the source revision, recorded in the JSON");
   app.add_flag("--child-noop", o.child, "internal: one client process of the processes scenario")
       ->group("");
+  app.add_option("--hold-us", o.hold_us, "testing.hold's time in the scheduling scenarios")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_flag("--child-hold", o.child_hold, "internal: a client of the scheduling scenarios")
+      ->group("");
+  app.add_option("--hold-accelerators", o.hold_accelerators, "internal")->group("");
+  app.add_option("--hold-mix", o.hold_mix, "internal")->group("");
   CLI11_PARSE(app, argc, argv);
 
   if (o.child) return ChildNoop(o);
+  if (o.child_hold) {
+    return ChildHold(SplitCommas(o.hold_accelerators), o.hold_mix, o.hold_us, o.window,
+                     o.duration_s);
+  }
   o.clients.clear();
   for (const std::string& item : SplitCommas(clients)) {
     int count = 0;
@@ -676,12 +811,22 @@ int Run(int argc, char** argv) {
   }
   o.scenarios = SplitCommas(scenarios);
   for (const std::string& item : o.scenarios) {
-    if (item != "roundtrip" && item != "threads" && item != "processes") {
+    if (item != "roundtrip" && item != "threads" && item != "processes" && item != "opencl" &&
+        item != "devices" && item != "tenants" && item != "reprogram") {
       std::fprintf(stderr,
-                   "atoll_bench: --scenarios: unknown '%s' (roundtrip, threads, processes)\n",
+                   "atoll_bench: --scenarios: unknown '%s' (roundtrip, threads, processes, "
+                   "opencl, devices, tenants, reprogram)\n",
                    item.c_str());
       return 2;
     }
+#ifndef ATOLL_BENCH_OPENCL
+    if (item == "opencl") {
+      std::fprintf(stderr,
+                   "atoll_bench: --scenarios: this build has no opencl backend (CMake found no "
+                   "OpenCL)\n");
+      return 2;
+    }
+#endif
   }
   if (o.quick) {
     auto unless_given = [&](const char* flag, auto* field, auto value) {
@@ -715,6 +860,25 @@ int Run(int argc, char** argv) {
   if (Wants(o, "threads") || Wants(o, "processes")) {
     Progress("request rate: testing.noop");
     Rates(o, &report);
+  }
+#ifdef ATOLL_BENCH_OPENCL
+  if (Wants(o, "opencl")) {
+    Progress("OpenCL round trip: vector.addition, direct OpenCL vs Atoll vs the backend alone");
+    OpenclRoundTrip(o, &report);
+  }
+#endif
+  SchedulingOptions scheduling{o.build_dir, o.duration_s, o.hold_us};
+  if (Wants(o, "devices")) {
+    Progress("scheduling: throughput over simulated devices");
+    DeviceScaling(scheduling, &report);
+  }
+  if (Wants(o, "tenants")) {
+    Progress("scheduling: two tenants on one device");
+    TenantsSharing(scheduling, &report);
+  }
+  if (Wants(o, "reprogram")) {
+    Progress("scheduling: reprogramming, fair against FIFO");
+    Reprogramming(scheduling, &report);
   }
   report.Print(stdout);
   std::fflush(stdout);

@@ -8,7 +8,7 @@ packages=(
   nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
   libarchive-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  clang-format
+  clang-format clang libclang-rt-14-dev
   ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd clinfo
 )
 

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -18,6 +19,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "atoll/backend.h"
@@ -32,6 +34,9 @@ namespace {
 
 constexpr const char* kAbiVersionSymbol = "atoll_cpu_abi_version";
 constexpr const char* kConfigExample = R"({"devices": 1, "compute_units": 2, "spin_us": 50})";
+constexpr const char* kFields =
+    "\"devices\", \"compute_units\", \"spin_us\", \"binaries_at_once\", \"program_delay_ms\" "
+    "and \"platform_name\"";
 
 uint32_t DefaultSpinMicroseconds() {
   long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
@@ -49,14 +54,23 @@ struct Config {
   // measured there, it doubled daemon CPU per request and worsened p99 without helping p50, so
   // the default is then 0.
   uint32_t spin_us = DefaultSpinMicroseconds();
+  // Simulated devices, to test scheduling policies on any host: how many binaries a device holds
+  // at once (1 behaves like an FPGA; 0 = no limit), how long loading one takes (the calling
+  // thread sleeps, as it waits for an FPGA to be programmed), and the platform name each device
+  // reports (one for all, or one per device), so that binaries for "other platforms" can be told
+  // apart.
+  uint32_t binaries_at_once = 0;
+  uint32_t program_delay_ms = 0;
+  std::vector<std::string> platform_names;  // empty: the host's machine name
 };
 
 struct Device {
   std::vector<std::unique_ptr<ComputeUnit>> compute_units;
+  std::string platform_name;
 };
 
 struct Program {
-  explicit Program(std::string binary) : path(std::move(binary)) {}
+  Program(std::string binary, uint32_t on_device) : path(std::move(binary)), device(on_device) {}
   ~Program() {
     if (handle != nullptr) dlclose(handle);
   }
@@ -65,6 +79,7 @@ struct Program {
 
   void* handle = nullptr;
   std::string path;
+  uint32_t device;
   std::map<std::string, std::unique_ptr<Kernel>, std::less<>> kernels;
 };
 
@@ -79,6 +94,8 @@ struct Backend {
   }
 
   HostInfo host;
+  uint32_t binaries_at_once = 0;
+  uint32_t program_delay_ms = 0;
   std::vector<Device> devices;
   std::mutex programs_mutex;
   std::map<const void*, std::unique_ptr<Program>> programs;  // guarded by programs_mutex
@@ -142,12 +159,40 @@ std::string ParseConfig(const char* text, Config* config) {
       problem = ReadInteger(value, "compute_units", 1, 256, &config->compute_units);
     } else if (key == "spin_us") {
       problem = ReadInteger(value, "spin_us", 0, 1000, &config->spin_us);
+    } else if (key == "binaries_at_once") {
+      problem = ReadInteger(value, "binaries_at_once", 0, 64, &config->binaries_at_once);
+    } else if (key == "program_delay_ms") {
+      problem = ReadInteger(value, "program_delay_ms", 0, 600000, &config->program_delay_ms);
+    } else if (key == "platform_name") {
+      const std::string expected =
+          "\"platform_name\" must be a non-empty string of at most 63 characters, or an array "
+          "of them with one per device, got " +
+          value.dump();
+      std::vector<nlohmann::json> names;
+      if (value.is_array()) {
+        names.assign(value.begin(), value.end());
+      } else {
+        names.push_back(value);
+      }
+      if (names.empty()) problem = expected;
+      for (const auto& name : names) {
+        if (!name.is_string() || name.get<std::string>().empty() ||
+            name.get<std::string>().size() > 63) {
+          problem = expected;
+          break;
+        }
+        config->platform_names.push_back(name.get<std::string>());
+      }
     } else {
       // A misspelt field would otherwise be ignored silently.
-      problem = "unknown field \"" + key +
-                "\"; the cpu backend's fields are \"devices\", \"compute_units\" and \"spin_us\"";
+      problem = "unknown field \"" + key + "\"; the cpu backend's fields are " + kFields;
     }
     if (!problem.empty()) return problem;
+  }
+  if (config->platform_names.size() > 1 && config->platform_names.size() != config->devices) {
+    return "\"platform_name\" lists " + std::to_string(config->platform_names.size()) +
+           " names but there are " + std::to_string(config->devices) +
+           " devices; give one name for all, or one per device";
   }
   return "";
 }
@@ -167,8 +212,14 @@ int Open(const char* config_json, void** backend, char* error, size_t error_size
     }
     auto opened = std::make_unique<Backend>();
     opened->host = ReadHostInfo();
+    opened->binaries_at_once = config.binaries_at_once;
+    opened->program_delay_ms = config.program_delay_ms;
     opened->devices.resize(config.devices);
     for (uint32_t d = 0; d < config.devices; ++d) {
+      opened->devices[d].platform_name = config.platform_names.empty() ? opened->host.machine
+                                         : config.platform_names.size() == 1
+                                             ? config.platform_names[0]
+                                             : config.platform_names[d];
       for (uint32_t c = 0; c < config.compute_units; ++c) {
         opened->devices[d].compute_units.push_back(
             std::make_unique<ComputeUnit>("atoll-cpu" + std::to_string(d) + "." + std::to_string(c),
@@ -223,13 +274,13 @@ int DeviceInfo(void* backend, uint32_t device, atoll_backend_device_info_v1* inf
     CopyString(filled.vendor, "atoll");
     CopyString(filled.name, self->host.cpu_model);
     CopyString(filled.platform_vendor, "atoll");
-    CopyString(filled.platform_name, self->host.machine);
+    CopyString(filled.platform_name, self->devices[device].platform_name);
     CopyString(filled.platform_version, "1");
     filled.global_memory_bytes = self->host.memory_bytes;
     filled.temperature_c = -1;
     filled.power_mw = -1;
     filled.compute_units = static_cast<uint32_t>(self->devices[device].compute_units.size());
-    filled.binaries_at_once = 0;
+    filled.binaries_at_once = self->binaries_at_once;
     std::memcpy(info, &filled, sizeof(filled));
     return ATOLL_OK;
   } catch (const std::bad_alloc&) {
@@ -266,8 +317,23 @@ int ProgramBinary(void* backend, uint32_t device, const char* path, const char* 
       return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
                   "binary '" + binary + "' is not a regular file; a cpu binary is a .so file");
     }
+    if (self->binaries_at_once != 0) {
+      // A simulated FPGA holds only so many binaries: the daemon must release one first.
+      std::lock_guard<std::mutex> lock(self->programs_mutex);
+      uint32_t held = 0;
+      for (const auto& [handle, loaded] : self->programs) held += loaded->device == device ? 1 : 0;
+      if (held >= self->binaries_at_once) {
+        return Fail(error, error_size, ATOLL_FAILED_PRECONDITION,
+                    "device " + std::to_string(device) + " already holds " + std::to_string(held) +
+                        " binaries (\"binaries_at_once\" is " +
+                        std::to_string(self->binaries_at_once) + "); release one first");
+      }
+    }
+    if (self->program_delay_ms != 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(self->program_delay_ms));
+    }
     // Allocated first, so that no failure after dlopen can leak the library.
-    auto loaded = std::make_unique<Program>(binary);
+    auto loaded = std::make_unique<Program>(binary, device);
     void* handle = dlopen(load_path.c_str(), RTLD_NOW | RTLD_LOCAL);
     loaded->handle = handle;
     if (handle == nullptr) {

@@ -1,6 +1,7 @@
 #include <sys/utsname.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -109,6 +110,12 @@ TEST_F(CpuBackend, RejectsAnInvalidConfigurationNamingTheField) {
       {R"({"compute_units": 257})", "\"compute_units\""},
       {R"({"compute_units": 18446744073709551615})", "\"compute_units\""},
       {R"({"spin_us": 1001})", "\"spin_us\""},
+      {R"({"binaries_at_once": 65})", "\"binaries_at_once\""},
+      {R"({"program_delay_ms": -5})", "\"program_delay_ms\""},
+      {R"({"platform_name": ""})", "\"platform_name\""},
+      {R"({"platform_name": []})", "\"platform_name\""},
+      {R"({"platform_name": ["a", 3]})", "\"platform_name\""},
+      {R"({"devices": 3, "platform_name": ["a", "b"]})", "lists 2 names but there are 3"},
       {R"({"device": 2})", "unknown field \"device\""},
       {R"([1, 2])", "JSON object"},
       {R"({"devices": )", "not valid JSON"},
@@ -121,6 +128,49 @@ TEST_F(CpuBackend, RejectsAnInvalidConfigurationNamingTheField) {
     EXPECT_EQ(backend, nullptr);
     EXPECT_THAT(error, HasSubstr(c.named));
   }
+}
+
+TEST_F(CpuBackend, SimulatesDevicesOfOtherPlatformsThatHoldFewBinaries) {
+  OpenBackend backend(table(), R"({"devices": 3, "compute_units": 2, "binaries_at_once": 1,
+                                   "platform_name": ["alpha", "beta", "alpha"]})");
+  ASSERT_EQ(table()->device_count(backend.get()), 3u);
+  EXPECT_STREQ(Info(backend.get(), 0).platform_name, "alpha");
+  EXPECT_STREQ(Info(backend.get(), 1).platform_name, "beta");
+  EXPECT_STREQ(Info(backend.get(), 2).platform_name, "alpha");
+  EXPECT_EQ(Info(backend.get(), 1).binaries_at_once, 1u);
+
+  // A device holding its one binary refuses another until the first is released; other devices
+  // are independent.
+  void* first = nullptr;
+  std::string message;
+  ASSERT_EQ(Program(backend.get(), ATOLL_TEST_KERNELS_PATH, &first, &message), ATOLL_OK) << message;
+  void* second = nullptr;
+  EXPECT_EQ(Program(backend.get(), ATOLL_TEST_KERNELS_PATH, &second, &message),
+            ATOLL_FAILED_PRECONDITION);
+  EXPECT_THAT(message, HasSubstr("device 0 already holds 1 binaries"));
+  char error[256] = "";
+  void* other = nullptr;
+  EXPECT_EQ(
+      table()->program(backend.get(), 1, ATOLL_TEST_KERNELS_PATH, "", &other, error, sizeof(error)),
+      ATOLL_OK)
+      << error;
+  table()->release_program(backend.get(), first);
+  EXPECT_EQ(Program(backend.get(), ATOLL_TEST_KERNELS_PATH, &second, &message), ATOLL_OK)
+      << message;
+
+  OpenBackend one_name(table(), R"({"devices": 2, "platform_name": "gamma"})");
+  EXPECT_STREQ(Info(one_name.get(), 1).platform_name, "gamma");
+  EXPECT_EQ(Info(one_name.get(), 1).binaries_at_once, 0u);
+}
+
+TEST_F(CpuBackend, ProgrammingTakesTheConfiguredDelay) {
+  OpenBackend backend(table(), R"({"program_delay_ms": 60})");
+  void* program = nullptr;
+  std::string message;
+  auto begin = std::chrono::steady_clock::now();
+  ASSERT_EQ(Program(backend.get(), ATOLL_TEST_KERNELS_PATH, &program, &message), ATOLL_OK)
+      << message;
+  EXPECT_GE(std::chrono::steady_clock::now() - begin, std::chrono::milliseconds(60));
 }
 
 TEST_F(CpuBackend, TruncatesErrorMessagesToTheBuffer) {

@@ -85,6 +85,16 @@ ATOLL_EXPORT atoll_status_code atoll_request_arg_scalar(atoll_request request, s
 ATOLL_EXPORT atoll_status_code atoll_request_set_timeout(atoll_request request,
                                                          uint64_t timeout_ms);
 
+/* Priorities order the queued requests of one tenant (a user, see docs/scheduling.md): higher
+ * first, first come first served within a priority; they never take device time from other
+ * tenants. A request waiting long enough rises in priority, so none waits forever. */
+#define ATOLL_PRIORITY_MIN (-1000)
+#define ATOLL_PRIORITY_MAX 1000
+
+/* Sets the request's priority, from ATOLL_PRIORITY_MIN to ATOLL_PRIORITY_MAX; 0 (the default) is
+ * normal. ATOLL_INVALID_ARGUMENT outside that range. */
+ATOLL_EXPORT atoll_status_code atoll_request_set_priority(atoll_request request, int priority);
+
 /* Writes a one-line description ("vector.addition(a: array 4096 B, ...)") into `str`, like
  * snprintf: returns the length it needed, or -1 with errno on error. */
 ATOLL_EXPORT int atoll_request_snprint(char* str, size_t size, atoll_request request);

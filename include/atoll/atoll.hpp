@@ -122,6 +122,9 @@ struct ATOLL_EXPORT atoll {
 
     // Fails the request with DEADLINE_EXCEEDED if it has not completed this long after submit.
     request& timeout_ms(uint64_t ms);
+    // Order among this user's queued requests: higher first, ATOLL_PRIORITY_MIN to
+    // ATOLL_PRIORITY_MAX (default 0). Throws atoll::error outside that range.
+    request& priority(int priority);
 
     const std::string& accelerator() const { return accelerator_; }
     // One line: "vector.addition(0: array 4096 B, 1: ..., 3: scalar 4 B)".

@@ -1,5 +1,7 @@
 // atoll: the command line of Atoll. Manages the repository and asks the daemon about its devices,
 // its state and to run accelerators.
+#include <grp.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -27,7 +29,41 @@ std::string DefaultRepository() {
 
 int Fail(const atl::Status& status) {
   std::cerr << "atoll: " << status.message() << "\n";
+  if (status.code() == atl::Code::kPermissionDenied) return 4;
   return status.code() == atl::Code::kUnavailable ? 3 : 1;
+}
+
+// Installing a binary is running code inside atolld, so only its administrators may change a
+// shared repository. The kernel enforces that: atolld gives the repository to its admin_group
+// (set-group-id folders, mode 2775). This check runs first only to say so clearly; a check in this
+// program alone would guard nothing, since it runs with the caller's own rights.
+atl::Status CheckMayChangeRepository(const fs::path& root, const std::string& verb) {
+  if (::geteuid() == 0) return atl::OkStatus();
+  struct stat st;
+  if (::stat(root.c_str(), &st) != 0) return atl::OkStatus();  // a new, private repository
+  if ((st.st_mode & S_ISGID) != 0) {
+    std::vector<gid_t> groups(static_cast<size_t>(std::max(0, ::getgroups(0, nullptr))));
+    int count = ::getgroups(static_cast<int>(groups.size()), groups.data());
+    groups.resize(static_cast<size_t>(std::max(0, count)));
+    groups.push_back(::getegid());
+    if (std::find(groups.begin(), groups.end(), st.st_gid) != groups.end()) {
+      return atl::OkStatus();
+    }
+    const ::group* g = ::getgrgid(st.st_gid);
+    std::string name = g != nullptr ? g->gr_name : std::to_string(st.st_gid);
+    return atl::PermissionDeniedError(
+        verb + " refused: only root and members of the group '" + name +
+        "' (atolld's admin_group) may change the repository " + root.string() +
+        ". Ask an administrator to add you to that group, or use a repository of your own with "
+        "--repository or ATOLL_REPOSITORY");
+  }
+  if (::access(root.c_str(), W_OK) != 0) {
+    return atl::PermissionDeniedError(
+        verb + " refused: you may not write the repository " + root.string() +
+        ". Ask its administrator, or use a repository of your own with --repository or "
+        "ATOLL_REPOSITORY");
+  }
+  return atl::OkStatus();
 }
 
 atl::StatusOr<json> QueryDaemon(int kind) {
@@ -66,6 +102,45 @@ std::string FormatBytes(int64_t bytes) {
   std::ostringstream s;
   s << std::fixed << std::setprecision(1) << static_cast<double>(bytes) / (1 << 30) << " GiB";
   return s.str();
+}
+
+// The scheduler's counters of `atoll status`: one line per device, then one per tenant.
+void PrintScheduler(const json& s) {
+  if (!s.is_object()) return;
+  std::cout << "scheduler:   " << s.value("policy", "") << ", tenants by "
+            << s.value("tenant_by", "") << "\n";
+  std::cout << "  " << std::left << std::setw(10) << "DEVICE" << std::setw(11) << "MODE"
+            << std::setw(8) << "CUS" << std::setw(8) << "QUEUED" << std::setw(10) << "STARTED"
+            << std::setw(7) << "LOADS" << std::setw(8) << "REPROG"
+            << "LOADED\n";
+  for (const auto& d : s.value("devices", json::array())) {
+    std::string loaded;
+    for (const auto& b : d.value("loaded", json::array())) {
+      loaded += (loaded.empty() ? "" : ", ") + b.get<std::string>();
+    }
+    if (!d.value("draining_for", "").empty()) {
+      loaded += " (draining for " + d.value("draining_for", "") + ")";
+    }
+    std::cout << "  " << std::setw(10) << d.value("device", "") << std::setw(11)
+              << d.value("mode", "") << std::setw(8)
+              << (std::to_string(d.value("busy_compute_units", 0)) + "/" +
+                  std::to_string(d.value("compute_units", 0)))
+              << std::setw(8) << d.value("queued", 0) << std::setw(10) << d.value("started", 0)
+              << std::setw(7) << d.value("programmed", 0) << std::setw(8)
+              << d.value("reprogrammed", 0) << (loaded.empty() ? "-" : loaded) << "\n";
+  }
+  std::cout << "  " << std::setw(24) << "TENANT" << std::setw(8) << "WEIGHT" << std::setw(8)
+            << "QUEUED" << std::setw(9) << "RUNNING" << std::setw(10) << "DONE" << std::setw(9)
+            << "REFUSED"
+            << "DEVICE TIME\n";
+  for (const auto& t : s.value("tenants", json::array())) {
+    std::ostringstream device_time;
+    device_time << std::fixed << std::setprecision(3) << t.value("device_ms", 0.0) / 1000 << " s";
+    std::cout << "  " << std::setw(24) << t.value("name", "").substr(0, 23) << std::setw(8)
+              << t.value("weight", 0) << std::setw(8) << t.value("queued", 0) << std::setw(9)
+              << t.value("running", 0) << std::setw(10) << t.value("done", 0) << std::setw(9)
+              << t.value("refused", 0) << device_time.str() << "\n";
+  }
 }
 
 }  // namespace
@@ -154,6 +229,9 @@ int main(int argc, char** argv) {
 
   atl::repository::Repository repo(repository);
   if (*install) {
+    if (auto allowed = CheckMayChangeRepository(repository, "install"); !allowed.ok()) {
+      return Fail(allowed);
+    }
     int rc = 0;
     for (const auto& path : install_paths) {
       auto entry = repo.Install(path);
@@ -198,6 +276,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*remove) {
+    if (auto allowed = CheckMayChangeRepository(repository, "remove"); !allowed.ok()) {
+      return Fail(allowed);
+    }
     auto removed = repo.Remove(remove_what);
     if (!removed.ok()) return Fail(removed.status());
     for (const auto& e : *removed) {
@@ -253,6 +334,7 @@ int main(int argc, char** argv) {
               << (*s)["repository"].value("generation", 0) << ", "
               << (*s)["repository"].value("binaries", 0) << " binaries)\n"
               << "devices:     " << s->value("devices", 0) << "\n";
+    if (s->contains("scheduler")) PrintScheduler((*s)["scheduler"]);
     return 0;
   }
   if (*run) {

@@ -137,6 +137,17 @@ atoll_status_code atoll_request_set_timeout(atoll_request request, uint64_t time
   return Succeed();
 }
 
+atoll_status_code atoll_request_set_priority(atoll_request request, int priority) {
+  if (request == nullptr) return Fail(atl::InvalidArgumentError("request is NULL"));
+  if (priority < ATOLL_PRIORITY_MIN || priority > ATOLL_PRIORITY_MAX) {
+    return Fail(atl::InvalidArgumentError(
+        "priority " + std::to_string(priority) + " is out of range: use " +
+        std::to_string(ATOLL_PRIORITY_MIN) + " to " + std::to_string(ATOLL_PRIORITY_MAX)));
+  }
+  request->request.set_priority(priority);
+  return Succeed();
+}
+
 int atoll_request_snprint(char* str, size_t size, atoll_request request) {
   if (request == nullptr) {
     Fail(atl::InvalidArgumentError("request is NULL"));

@@ -173,14 +173,17 @@ void Connection::ReaderLoop(std::shared_ptr<Live> live) {
   std::string buffer;
   wire::ServerMessage message;
   Status close_status = UnavailableError(
-      "the Atoll daemon closed the connection (it stopped or restarted); the request's outputs "
-      "were not written. Submit again once the daemon runs");
+      "the Atoll daemon restarted or stopped: its connection closed before the request "
+      "completed, so the request's outputs are undefined. The next submit reconnects (sending "
+      "its buffers again)");
   for (;;) {
     size_t size = 0;
     auto received = ipc::RecvPacket(live->socket.get(), &buffer, &size, nullptr);
     if (!received.ok()) {
-      close_status = UnavailableError("lost the connection to the Atoll daemon: " +
-                                      received.status().message());
+      close_status =
+          UnavailableError("lost the connection to the Atoll daemon (did the daemon restart?): " +
+                           received.status().message() +
+                           "; the request's outputs are undefined. The next submit reconnects");
       break;
     }
     if (*received == ipc::RecvResult::kClosed) break;
@@ -221,11 +224,28 @@ void Connection::ReaderLoop(std::shared_ptr<Live> live) {
 }
 
 Status Connection::Submit(const std::string& accelerator, const std::vector<ArgumentValue>& args,
-                          uint64_t timeout_us, const std::shared_ptr<ResponseState>& state) {
+                          uint64_t timeout_us, const std::shared_ptr<ResponseState>& state,
+                          int32_t priority) {
   std::lock_guard lock(send_mutex_);
-  ATOLL_RETURN_IF_ERROR(EnsureConnectedLocked());
-  std::shared_ptr<Live> live = live_;
+  for (int attempt = 0;; ++attempt) {
+    ATOLL_RETURN_IF_ERROR(EnsureConnectedLocked());
+    std::shared_ptr<Live> live = live_;
+    bool delivered_nothing = false;
+    Status sent =
+        SendSubmitLocked(live, accelerator, args, timeout_us, state, priority, &delivered_nothing);
+    if (sent.ok() || !delivered_nothing || attempt == 1) return sent;
+    // The daemon went away since the last request (a restart, say) before the reader thread
+    // noticed. Nothing of this request reached it, so it is safe to send it again on a new
+    // connection; the old connection's requests are failed by its reader thread.
+    live->closed.store(true, std::memory_order_release);
+  }
+}
 
+Status Connection::SendSubmitLocked(const std::shared_ptr<Live>& live,
+                                    const std::string& accelerator,
+                                    const std::vector<ArgumentValue>& args, uint64_t timeout_us,
+                                    const std::shared_ptr<ResponseState>& state, int32_t priority,
+                                    bool* delivered_nothing) {
   // Buffers travel once per connection, before the first request that names them.
   for (const ArgumentValue& arg : args) {
     if (!arg.is_array) continue;
@@ -236,6 +256,7 @@ Status Connection::Submit(const std::string& accelerator, const std::vector<Argu
     add.mutable_buffer_add()->set_size_bytes(buffer.size_bytes);
     Status sent = ipc::SendPacket(live->socket.get(), add.SerializeAsString(), buffer.fd);
     if (!sent.ok()) {
+      *delivered_nothing = sent.code() == Code::kUnavailable;
       return UnavailableError("could not send a buffer to the Atoll daemon: " + sent.message());
     }
     live->sent_buffers.insert(buffer.id);
@@ -249,6 +270,7 @@ Status Connection::Submit(const std::string& accelerator, const std::vector<Argu
   submit->set_request_id(id);
   submit->set_accelerator(accelerator);
   submit->set_timeout_us(timeout_us);
+  submit->set_priority(priority);
   for (const ArgumentValue& arg : args) {
     wire::Argument* out = submit->add_arguments();
     out->set_index(arg.index);
@@ -264,6 +286,7 @@ Status Connection::Submit(const std::string& accelerator, const std::vector<Argu
   {
     std::lock_guard pending_lock(live->pending_mutex);
     if (live->closed.load(std::memory_order_acquire)) {
+      *delivered_nothing = true;
       return UnavailableError("the connection to the Atoll daemon closed; submit again");
     }
     live->pending.emplace(id, state);
@@ -287,6 +310,7 @@ Status Connection::Submit(const std::string& accelerator, const std::vector<Argu
       return InvalidArgumentError("request for '" + accelerator + "' is too large to send (" +
                                   sent.message() + "): pass large data in Atoll buffers");
     }
+    *delivered_nothing = sent.code() == Code::kUnavailable;
     return UnavailableError("could not send the request to the Atoll daemon: " + sent.message());
   }
   return OkStatus();

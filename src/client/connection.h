@@ -59,11 +59,14 @@ class Connection {
   // The process-wide connection (never destroyed, so requests may complete during exit).
   static Connection& Default();
 
-  // Sends a request; `state` completes when the daemon answers or the connection drops.
-  // Connects first if needed ($ATOLL_SOCKET or ATOLL_DEFAULT_SOCKET). Errors: UNAVAILABLE if the
-  // daemon is not running, FAILED_PRECONDITION on a protocol version mismatch.
+  // Sends a request; `state` completes when the daemon answers or the connection drops (then with
+  // UNAVAILABLE, "the Atoll daemon restarted or stopped ..."). Connects first if needed
+  // ($ATOLL_SOCKET or ATOLL_DEFAULT_SOCKET), also after the daemon went away: a new connection
+  // sends the request's buffers again. Errors: UNAVAILABLE if the daemon is not running,
+  // FAILED_PRECONDITION on a protocol version mismatch.
   Status Submit(const std::string& accelerator, const std::vector<ArgumentValue>& args,
-                uint64_t timeout_us, const std::shared_ptr<ResponseState>& state);
+                uint64_t timeout_us, const std::shared_ptr<ResponseState>& state,
+                int32_t priority = 0);
 
   // Asks the daemon to cancel a request; a no-op if it already completed.
   void Cancel(uint64_t request_id);
@@ -83,6 +86,13 @@ class Connection {
   Status EnsureConnectedLocked();  // REQUIRES: send_mutex_ held
   // True when live_ is open and belongs to this process (not inherited through fork).
   bool UsableLocked() const;  // REQUIRES: send_mutex_ held
+  // Sends the request's new buffers and the request on `live`. `*delivered_nothing` is set when
+  // it failed because the daemon had gone before any of it was sent.
+  // REQUIRES: send_mutex_ held
+  Status SendSubmitLocked(const std::shared_ptr<Live>& live, const std::string& accelerator,
+                          const std::vector<ArgumentValue>& args, uint64_t timeout_us,
+                          const std::shared_ptr<ResponseState>& state, int32_t priority,
+                          bool* delivered_nothing);
   void ReaderLoop(std::shared_ptr<Live> live);
   void FailAll(const std::shared_ptr<Live>& live, const Status& status);
 

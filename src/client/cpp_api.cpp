@@ -73,6 +73,12 @@ atoll::request& atoll::request::timeout_ms(uint64_t ms) {
   return *this;
 }
 
+atoll::request& atoll::request::priority(int priority) {
+  atoll_status_code rc = atoll_request_set_priority(handle_, priority);
+  if (rc != ATOLL_OK) ThrowLast(rc);
+  return *this;
+}
+
 std::string atoll::request::to_string() const { return handle_->request.Describe(); }
 
 std::future<void> atoll::submit(const request& r) {

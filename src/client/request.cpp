@@ -69,7 +69,8 @@ StatusOr<std::shared_ptr<ResponseState>> Request::Submit(bool with_future,
   }
   auto state = std::make_shared<ResponseState>();
   if (with_future) *future = state->MakeFuture();
-  ATOLL_RETURN_IF_ERROR(Connection::Default().Submit(accelerator_, values, timeout_us_, state));
+  ATOLL_RETURN_IF_ERROR(
+      Connection::Default().Submit(accelerator_, values, timeout_us_, state, priority_));
   return state;
 }
 

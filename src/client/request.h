@@ -24,6 +24,7 @@ class Request {
   // INVALID_ARGUMENT for a null value with a non-zero size or more than kMaxScalarBytes.
   Status SetScalar(uint32_t index, const void* value, size_t size_bytes);
   void set_timeout_us(uint64_t us) { timeout_us_ = us; }
+  void set_priority(int32_t priority) { priority_ = priority; }
 
   // Resolves the arguments again (a buffer may have been freed since) and sends the request.
   StatusOr<std::shared_ptr<ResponseState>> Submit(bool with_future,
@@ -45,6 +46,7 @@ class Request {
   std::string accelerator_;
   std::map<uint32_t, Arg> args_;
   uint64_t timeout_us_ = 0;
+  int32_t priority_ = 0;
 };
 
 }  // namespace atl::client

@@ -20,6 +20,7 @@
 
 #include "atoll.pb.h"
 #include "backend/plugin.h"
+#include "daemon/config.h"
 #include "daemon/session.h"
 #include "repository/repository.h"
 #include "scheduler/scheduler.h"
@@ -35,6 +36,10 @@ class Engine {
   Engine(std::vector<std::unique_ptr<backend::Plugin>> plugins,
          std::filesystem::path repository_root, EngineLimits limits);
   ~Engine();
+
+  // Applies the scheduling settings: policy, tenants, device modes. Call once, before the first
+  // request. Errors name the configuration field (an unknown device, user or group).
+  Status Configure(const Config& config);
 
   // Reads the repository again (at start and whenever it changes). Problems with single entries
   // are logged; the previous index stays in force if the repository cannot be read at all.
@@ -70,17 +75,44 @@ class Engine {
   struct Device;
   struct Resolved;
 
+  struct TenantInfo;
+
   StatusOr<std::shared_ptr<const Resolved>> Resolve(const std::string& accelerator);
+  // The tenant of the session's requests, created on its first request with `automatic_name`
+  // when no configured tenant covers it. REQUIRES: mu_ held.
+  scheduler::TenantId TenantOf(Session& session, const std::string& automatic_name);
+  // A tenant's name from the peer's credentials: its user, group, or user and pid.
+  std::string AutomaticTenantName(const ipc::PeerCredentials& peer) const;
+  // Starts the scheduler's decisions: at once, or on a thread of its own when the device must be
+  // programmed first, which can take seconds (an FPGA) and must not hold up other requests.
   void Launch(scheduler::Start start);
+  void LaunchAll(std::vector<scheduler::Start> starts);
+  // Counts the programming starts among `starts` as pending on their devices. REQUIRES: mu_
+  // held, in the same critical section as the scheduler call that returned them.
+  void Reserve(const std::vector<scheduler::Start>& starts);
+  void LaunchNow(const scheduler::Start& start);
   // Completes a job that never ran or has ended, frees its compute unit if it had one and launches
   // what the scheduler starts next.
   void Finish(const std::shared_ptr<Job>& job, Status status, bool ran);
   static void OnDone(void* user, int status, const char* message);
   static void Reply(const std::shared_ptr<Session>& session, uint64_t request_id,
                     const Status& status);
+  // "vector 1.0" for a loaded binary's checksum. REQUIRES: mu_ held.
+  std::string BinaryName(const std::string& checksum) const;
 
   std::vector<std::unique_ptr<backend::Plugin>> plugins_;
   std::vector<std::unique_ptr<Device>> devices_;
+  std::vector<scheduler::DeviceConfig> device_configs_;  // as the backends describe them
+  // Scheduling settings (Configure).
+  struct ConfiguredTenant {
+    scheduler::TenantId id = 0;
+    std::vector<uint32_t> users, groups;
+  };
+  std::vector<ConfiguredTenant> configured_tenants_;
+  std::string tenant_by_ = "user";
+  scheduler::TenantConfig default_tenant_;
+  bool needs_groups_ = false;              // some tenant or exclusive device names groups
+  std::vector<std::string> exclusive_to_;  // per device: its owners, "" when shared
   std::vector<repository::DevicePlatform> platforms_;
   repository::Repository repository_;
   const EngineLimits limits_;
@@ -95,7 +127,10 @@ class Engine {
   uint64_t generation_ = 0;                                                    // GUARDED_BY(mu_)
   uint64_t next_job_ = 1;                                                      // GUARDED_BY(mu_)
   size_t deadline_jobs_queued_ = 0;                                            // GUARDED_BY(mu_)
-  bool shutting_down_ = false;                                                 // GUARDED_BY(mu_)
+  std::unordered_map<uint64_t, scheduler::TenantId> automatic_tenants_;        // GUARDED_BY(mu_)
+  std::unordered_map<scheduler::TenantId, TenantInfo> tenant_info_;            // GUARDED_BY(mu_)
+  int programming_ = 0;         // GUARDED_BY(mu_): launches on threads of their own
+  bool shutting_down_ = false;  // GUARDED_BY(mu_)
   std::atomic<uint64_t> completed_{0}, failed_{0}, rejected_{0};
   std::atomic<int> replies_in_flight_{0};  // completions decided but not yet sent
   std::atomic<bool> stopping_{false};      // shutting_down_, readable without mu_

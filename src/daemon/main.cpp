@@ -143,6 +143,24 @@ int main(int argc, char** argv) {
   }
   if (!log_level.empty()) config.log_level = log_level;
 
+  // Users and groups must exist before anything starts: a typo is a configuration error.
+  std::vector<atl::Status> lookups;
+  if (!config.socket_owner.empty()) {
+    lookups.push_back(atl::daemon::LookupUser("socket_owner", config.socket_owner).status());
+  }
+  if (!config.socket_group.empty()) {
+    lookups.push_back(atl::daemon::LookupGroup("socket_group", config.socket_group).status());
+  }
+  if (!config.admin_group.empty()) {
+    lookups.push_back(atl::daemon::LookupGroup("admin_group", config.admin_group).status());
+  }
+  for (const auto& found : lookups) {
+    if (!found.ok()) {
+      std::cerr << "atolld: " << found.message() << "\n";
+      return 2;
+    }
+  }
+
   if (print_config) {
     std::cout << atl::daemon::ConfigToJson(config) << "\n";
     return 0;
@@ -172,6 +190,10 @@ int main(int argc, char** argv) {
   atl::daemon::EngineLimits limits;
   limits.max_requests_per_connection = config.max_requests_per_connection;
   atl::daemon::Engine engine(std::move(plugins), config.repository, limits);
+  if (atl::Status configured = engine.Configure(config); !configured.ok()) {
+    spdlog::critical("{}", configured.message());
+    return 2;
+  }
   engine.ReloadRepository();
 
   atl::daemon::Server server(config, config.socket, &engine);

@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 namespace atl::daemon {
@@ -28,7 +30,13 @@ StatusOr<std::shared_ptr<MappedBuffer>> MappedBuffer::Map(UniqueFd fd, uint64_t 
   }
   auto buffer = std::shared_ptr<MappedBuffer>(new MappedBuffer());
   buffer->size_bytes_ = size_bytes;
-  buffer->mapped_bytes_ = static_cast<uint64_t>(st.st_size);
+  // Only the declared bytes (in whole pages, at least one) are mapped: a sparse memfd of any size
+  // costs its client nothing, and must not cost the daemon address space either.
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t wanted =
+      size_bytes > UINT64_MAX - page ? UINT64_MAX : (size_bytes + page - 1) / page * page;
+  buffer->mapped_bytes_ =
+      std::min<uint64_t>(static_cast<uint64_t>(st.st_size), std::max(wanted, page));
   if (buffer->mapped_bytes_ == 0) return buffer;  // nothing to map; data() stays null
   void* p = ::mmap(nullptr, buffer->mapped_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (p == MAP_FAILED) return ErrnoError("mapping a client buffer", errno);

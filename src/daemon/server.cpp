@@ -4,14 +4,21 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 
 #include <spdlog/spdlog.h>
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include <google/protobuf/stubs/logging.h>
 
 #include "atoll.pb.h"
+#include "daemon/protocol.h"
 
 namespace atl::daemon {
 
@@ -29,11 +36,45 @@ Status AddToEpoll(int epoll, int fd, uint64_t id) {
   return OkStatus();
 }
 
+// Refused buffers are remembered for clear errors, but only this many per connection, so that a
+// client cannot grow the daemon's memory by sending refusals.
+constexpr size_t kMaxRefusedBuffers = 1024;
+
+// Connections need one fd each; the soft limit is often 1024, below max_connections' default.
+void RaiseFileLimit(uint32_t max_connections) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) (void)::getrlimit(RLIMIT_NOFILE, &limit);
+  }
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < uint64_t{max_connections} + 64) {
+    spdlog::warn(
+        "the open-file limit ({}) is below max_connections ({}) plus the daemon's own fds; "
+        "connections beyond it are refused (raise LimitNOFILE or lower max_connections)",
+        limit.rlim_cur, max_connections);
+  }
+}
+
 wire::ServerMessage Goodbye(const Status& status) {
   wire::ServerMessage m;
   m.mutable_goodbye()->mutable_status()->set_code(static_cast<uint32_t>(status.code()));
   m.mutable_goodbye()->mutable_status()->set_message(status.message());
   return m;
+}
+
+void QuietProtobufLogs() {
+  // Protobuf logs at ERROR level each string field of a client's packet that is not UTF-8: the
+  // client's mistake, answered by closing its connection, and no reason to let clients write
+  // the daemon's error log.
+  google::protobuf::SetLogHandler(
+      [](google::protobuf::LogLevel level, const char* file, int line, const std::string& what) {
+        if (level == google::protobuf::LOGLEVEL_FATAL) {
+          spdlog::critical("protobuf {}:{}: {}", file, line, what);
+        } else {
+          spdlog::debug("protobuf {}:{}: {}", file, line, what);
+        }
+      });
 }
 
 }  // namespace
@@ -68,9 +109,25 @@ Status Server::Start() {
   if (!signals_.valid()) return ErrnoError("signalfd", errno);
   ATOLL_RETURN_IF_ERROR(AddToEpoll(epoll_.get(), signals_.get(), kSignalId));
 
+  RaiseFileLimit(config_.max_connections);
+  QuietProtobufLogs();
+  uid_t owner = static_cast<uid_t>(-1);
+  gid_t group = static_cast<gid_t>(-1);
+  if (!config_.socket_owner.empty()) {
+    ATOLL_ASSIGN_OR_RETURN(owner, LookupUser("socket_owner", config_.socket_owner));
+  }
+  if (!config_.socket_group.empty()) {
+    ATOLL_ASSIGN_OR_RETURN(group, LookupGroup("socket_group", config_.socket_group));
+  }
+  if (!config_.admin_group.empty()) {
+    ATOLL_ASSIGN_OR_RETURN(gid_t admins, LookupGroup("admin_group", config_.admin_group));
+    Status applied = repository::Repository(config_.repository).ApplyAdminGroup(admins);
+    if (!applied.ok()) return Status(applied.code(), "admin_group: " + applied.message());
+  }
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(socket_path_).parent_path(), ec);
-  ATOLL_ASSIGN_OR_RETURN(listener_, ipc::Listen(socket_path_, config_.socket_mode));
+  ATOLL_ASSIGN_OR_RETURN(listener_, ipc::Listen(socket_path_, config_.socket_mode, owner, group));
+  spare_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   ATOLL_RETURN_IF_ERROR(AddToEpoll(epoll_.get(), listener_.get(), kListenerId));
   WatchRepository();
   return OkStatus();
@@ -95,28 +152,98 @@ void Server::Accept() {
     int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR) continue;
+      // Left pending, the connection would keep the listener readable and spin this loop.
+      if ((errno == EMFILE || errno == ENFILE) && ShedConnection()) continue;
       if (errno != EAGAIN) spdlog::warn("accept: {}", std::strerror(errno));
       return;
     }
     UniqueFd socket(fd);
     auto peer = ipc::GetPeerCredentials(fd);
     if (!peer.ok()) continue;
-    if (sessions_.size() >= config_.max_connections) {
-      wire::ServerMessage m = Goodbye(
-          ResourceExhaustedError("atolld already serves " + std::to_string(sessions_.size()) +
-                                 " connections (limit max_connections); try again later"));
+    auto refuse = [&](const std::string& why) {
+      ++connections_refused_;
+      spdlog::info("refused a connection from pid {} uid {}: {}", peer->pid, peer->uid, why);
+      wire::ServerMessage m = Goodbye(ResourceExhaustedError(why));
       (void)ipc::SendPacket(fd, m.SerializeAsString(), -1, true);
+    };
+    if (sessions_.size() >= config_.max_connections) {
+      refuse("atolld already serves " + std::to_string(sessions_.size()) +
+             " connections (limit max_connections); try again later");
+      continue;
+    }
+    auto per_uid = connections_per_uid_.find(peer->uid);
+    if (per_uid != connections_per_uid_.end() &&
+        per_uid->second >= config_.max_connections_per_uid) {
+      refuse("uid " + std::to_string(peer->uid) + " already has " +
+             std::to_string(per_uid->second) +
+             " connections to atolld (limit max_connections_per_uid); close some, or share one "
+             "connection between the threads of a process");
       continue;
     }
     uint64_t id = next_session_++;
     auto session = std::make_shared<Session>(id, std::move(socket), *peer, epoll_.get());
+    session->set_max_unread_replies(config_.max_unread_replies_per_connection);
     if (!AddToEpoll(epoll_.get(), session->fd(), id).ok()) continue;
     spdlog::debug("connection {} from pid {} uid {} gid {}", id, peer->pid, peer->uid, peer->gid);
     sessions_.emplace(id, std::move(session));
+    ++connections_per_uid_[peer->uid];
+    handshake_deadlines_.emplace_back(
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(config_.handshake_timeout_ms),
+        id);
   }
 }
 
+bool Server::ShedConnection() {
+  if (!spare_fd_.valid()) return false;
+  spare_fd_.reset();
+  int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (fd >= 0) {
+    ++connections_refused_;
+    wire::ServerMessage m = Goodbye(ResourceExhaustedError(
+        "atolld has no file descriptors left (its open-file limit); try again later"));
+    (void)ipc::SendPacket(fd, m.SerializeAsString(), -1, true);
+    ::close(fd);
+  }
+  spare_fd_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  auto now = std::chrono::steady_clock::now();
+  if (now - last_fd_warning_ > std::chrono::seconds(10)) {
+    last_fd_warning_ = now;
+    spdlog::warn("out of file descriptors: refusing new connections (see max_connections)");
+  }
+  return fd >= 0;
+}
+
+void Server::ExpireHandshakes() {
+  const auto now = std::chrono::steady_clock::now();
+  while (!handshake_deadlines_.empty()) {
+    auto [deadline, id] = handshake_deadlines_.front();
+    auto it = sessions_.find(id);
+    if (it != sessions_.end() && !it->second->handshaken) {
+      if (deadline > now) return;
+      ++handshake_timeouts_;
+      std::shared_ptr<Session> session = it->second;  // Close erases the map's copy
+      Close(
+          session,
+          Status(Code::kDeadlineExceeded,
+                 "protocol error: no Hello within " + std::to_string(config_.handshake_timeout_ms) +
+                     " ms (handshake_timeout_ms); atolld closes connections that do not speak"));
+    }
+    handshake_deadlines_.pop_front();
+  }
+}
+
+int Server::WaitTimeoutMs(int cap_ms) const {
+  if (handshake_deadlines_.empty()) return cap_ms;
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  handshake_deadlines_.front().first - std::chrono::steady_clock::now())
+                  .count() +
+              1;
+  int wait = static_cast<int>(std::clamp<int64_t>(left, 0, INT_MAX));
+  return cap_ms < 0 ? wait : std::min(cap_ms, wait);
+}
+
 void Server::Close(const std::shared_ptr<Session>& session, const Status& why) {
+  if (sessions_.count(session->id()) == 0) return;  // closed already
   if (!why.ok()) {
     spdlog::info("closing connection {} (pid {}): {}", session->id(), session->peer().pid,
                  why.message());
@@ -125,16 +252,24 @@ void Server::Close(const std::shared_ptr<Session>& session, const Status& why) {
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, session->fd(), nullptr);
   engine_->Disconnect(session);
   session->buffers.clear();
+  session->buffer_bytes = 0;
+  const uid_t uid = session->peer().uid;
   sessions_.erase(session->id());
+  auto per_uid = connections_per_uid_.find(uid);
+  if (per_uid != connections_per_uid_.end() && --per_uid->second == 0) {
+    connections_per_uid_.erase(per_uid);
+  }
 }
 
 void Server::ReadFrom(const std::shared_ptr<Session>& session) {
   // Bounded per wake-up so one busy client cannot starve the others.
   for (int i = 0; i < 64; ++i) {
+    if (session->reading_paused()) return;  // resumed by Flush once the client reads
     UniqueFd fd;
     size_t size = 0;
     auto received = ipc::RecvPacket(session->fd(), &recv_buffer_, &size, &fd, true);
     if (!received.ok()) {
+      ++protocol_errors_;
       return Close(session, InvalidArgumentError("protocol error: " + received.status().message()));
     }
     if (*received == ipc::RecvResult::kWouldBlock) return;
@@ -146,24 +281,13 @@ void Server::ReadFrom(const std::shared_ptr<Session>& session) {
 bool Server::Handle(const std::shared_ptr<Session>& session, const char* data, size_t size,
                     UniqueFd fd) {
   thread_local wire::ClientMessage message;
-  if (!message.ParseFromArray(data, static_cast<int>(size))) {
-    Close(session, InvalidArgumentError("protocol error: a message could not be decoded"));
+  Status decoded = DecodeClientPacket(data, size, session->handshaken, &message);
+  if (!decoded.ok()) {
+    ++protocol_errors_;
+    Close(session, decoded);
     return false;
   }
   if (!session->handshaken) {
-    if (!message.has_hello()) {
-      Close(session, InvalidArgumentError("protocol error: the first message must be Hello"));
-      return false;
-    }
-    if (message.hello().protocol_version() != wire::PROTOCOL_VERSION_CURRENT) {
-      Close(session,
-            FailedPreconditionError("protocol version mismatch: the client speaks version " +
-                                    std::to_string(message.hello().protocol_version()) +
-                                    ", this atolld speaks version " +
-                                    std::to_string(wire::PROTOCOL_VERSION_CURRENT) +
-                                    "; use a libatoll and atolld of the same release"));
-      return false;
-    }
     session->handshaken = true;
     wire::ServerMessage welcome;
     welcome.mutable_welcome()->set_protocol_version(wire::PROTOCOL_VERSION_CURRENT);
@@ -176,31 +300,52 @@ bool Server::Handle(const std::shared_ptr<Session>& session, const char* data, s
       engine_->Submit(session, message.submit());
       return true;
     case wire::ClientMessage::kBufferAdd: {
-      uint64_t id = message.buffer_add().buffer_id();
+      const uint64_t id = message.buffer_add().buffer_id();
+      const uint64_t size_bytes = message.buffer_add().size_bytes();
+      auto refuse = [&](std::string why) {
+        ++buffers_refused_;
+        if (session->refused_buffers.size() < kMaxRefusedBuffers) {
+          session->refused_buffers[id] = std::move(why);
+        }
+      };
       if (!fd.valid()) {
-        session->refused_buffers[id] = "no file descriptor came with it";
+        refuse("no file descriptor came with it");
         return true;
       }
       if (session->buffers.size() >= config_.max_buffers_per_connection) {
-        session->refused_buffers[id] =
-            "too many buffers on one connection (limit "
-            "max_buffers_per_connection)";
+        refuse("too many buffers on one connection (limit max_buffers_per_connection)");
         return true;
       }
-      auto buffer = MappedBuffer::Map(std::move(fd), message.buffer_add().size_bytes());
+      if (size_bytes > config_.max_buffer_bytes_per_connection - session->buffer_bytes) {
+        refuse("its " + std::to_string(size_bytes) + " bytes would take this connection past " +
+               std::to_string(config_.max_buffer_bytes_per_connection) +
+               " mapped bytes (limit max_buffer_bytes_per_connection; " +
+               std::to_string(session->buffer_bytes) + " mapped now); free buffers first");
+        return true;
+      }
+      auto buffer = MappedBuffer::Map(std::move(fd), size_bytes);
       if (!buffer.ok()) {
-        if (session->refused_buffers.size() < 1024) {
-          session->refused_buffers[id] = buffer.status().message();
-        }
+        refuse(buffer.status().message());
         return true;
       }
       engine_->RegisterBuffer(*buffer);
-      session->buffers[id] = std::move(buffer).value();
+      std::shared_ptr<MappedBuffer>& slot = session->buffers[id];
+      if (slot != nullptr) session->buffer_bytes -= slot->size_bytes();
+      slot = std::move(buffer).value();
+      session->buffer_bytes += size_bytes;
+      session->refused_buffers.erase(id);
       return true;
     }
-    case wire::ClientMessage::kBufferRemove:
-      session->buffers.erase(message.buffer_remove().buffer_id());
+    case wire::ClientMessage::kBufferRemove: {
+      const uint64_t id = message.buffer_remove().buffer_id();
+      auto it = session->buffers.find(id);
+      if (it != session->buffers.end()) {
+        session->buffer_bytes -= it->second->size_bytes();
+        session->buffers.erase(it);
+      }
+      session->refused_buffers.erase(id);
       return true;
+    }
     case wire::ClientMessage::kCancel:
       engine_->Cancel(session, message.cancel().request_id());
       return true;
@@ -222,7 +367,17 @@ bool Server::Handle(const std::shared_ptr<Session>& session, const char* data, s
             buffers += s->buffers.size();
             for (const auto& [bid, b] : s->buffers) bytes += b->size_bytes();
           }
-          r->set_json(engine_->StatusJson(sessions_.size(), buffers, bytes));
+          // The server's own counters join the engine's answer.
+          nlohmann::json status =
+              nlohmann::json::parse(engine_->StatusJson(sessions_.size(), buffers, bytes));
+          size_t paused = 0;
+          for (const auto& [sid, s] : sessions_) paused += s->reading_paused() ? 1 : 0;
+          status["refused"] = {{"connections", connections_refused_},
+                               {"handshake_timeouts", handshake_timeouts_},
+                               {"protocol_errors", protocol_errors_},
+                               {"buffers", buffers_refused_}};
+          status["connections_reading_paused"] = paused;
+          r->set_json(status.dump());
           break;
         }
         default:
@@ -243,7 +398,7 @@ int Server::Run() {
   epoll_event events[64];
   bool deadlines = false;
   for (;;) {
-    int n = ::epoll_wait(epoll_.get(), events, 64, deadlines ? 5 : -1);
+    int n = ::epoll_wait(epoll_.get(), events, 64, WaitTimeoutMs(deadlines ? 5 : -1));
     if (n < 0 && errno != EINTR) {
       spdlog::critical("epoll_wait: {}", std::strerror(errno));
       return 1;
@@ -286,6 +441,10 @@ int Server::Run() {
         auto it = sessions_.find(id);
         if (it == sessions_.end()) continue;
         std::shared_ptr<Session> session = it->second;
+        if (session->reading_paused() && (events[i].events & (EPOLLHUP | EPOLLERR))) {
+          Close(session, OkStatus());  // gone without reading its replies
+          continue;
+        }
         if (events[i].events & EPOLLOUT) {
           if (!session->Flush()) {
             Close(session, OkStatus());
@@ -296,6 +455,7 @@ int Server::Run() {
       }
     }
     deadlines = engine_->ExpireDeadlines();
+    ExpireHandshakes();
   }
 }
 

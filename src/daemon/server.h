@@ -3,9 +3,12 @@
 // SIGINT. Single-threaded: everything here runs on the thread that calls Run().
 #pragma once
 
+#include <chrono>
+#include <deque>
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 #include "common/status.h"
 #include "common/unique_fd.h"
@@ -35,8 +38,16 @@ class Server {
   void ReadFrom(const std::shared_ptr<Session>& session);
   // False when the session must be closed.
   bool Handle(const std::shared_ptr<Session>& session, const char* data, size_t size, UniqueFd fd);
+  // REQUIRES: `session` is the caller's own reference, not the one in sessions_, which this erases.
   void Close(const std::shared_ptr<Session>& session, const Status& why);
   void WatchRepository();
+  // Closes connections that did not send Hello within handshake_timeout_ms.
+  void ExpireHandshakes();
+  // How long epoll_wait may sleep: until the next handshake deadline, at most `cap_ms` (-1: none).
+  int WaitTimeoutMs(int cap_ms) const;
+  // Accepts one pending connection and closes it at once: the way out when no fd is left. False
+  // when none could be accepted.
+  bool ShedConnection();
 
   Config config_;
   std::string socket_path_;
@@ -48,6 +59,16 @@ class Server {
   uint64_t next_session_ = 16;  // ids below are reserved for the server's own fds
   std::unordered_map<uint64_t, std::shared_ptr<Session>> sessions_;
   std::string recv_buffer_;
+  std::unordered_map<uid_t, uint32_t> connections_per_uid_;
+  // Connections awaiting Hello, by deadline; accept order is deadline order.
+  std::deque<std::pair<std::chrono::steady_clock::time_point, uint64_t>> handshake_deadlines_;
+  UniqueFd spare_fd_;  // closed to accept and shed a connection when fds run out
+  std::chrono::steady_clock::time_point last_fd_warning_;
+  // Refusals, reported by `atoll status`.
+  uint64_t connections_refused_ = 0;
+  uint64_t handshake_timeouts_ = 0;
+  uint64_t protocol_errors_ = 0;
+  uint64_t buffers_refused_ = 0;
 };
 
 }  // namespace atl::daemon

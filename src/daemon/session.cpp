@@ -10,8 +10,23 @@ Session::Session(uint64_t id, UniqueFd socket, ipc::PeerCredentials peer, int ep
 void Session::ArmWritable(bool on) {
   epoll_event ev{};
   ev.events = on ? (EPOLLIN | EPOLLOUT) : EPOLLIN;
+  if (reading_paused()) ev.events &= ~EPOLLIN;
   ev.data.u64 = id_;
   ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, socket_.get(), &ev);
+}
+
+bool Session::OutboxFull() const {
+  return outbox_.size() >= max_unread_ || outbox_bytes_ >= kMaxUnreadBytes;
+}
+
+bool Session::OutboxDrained() const {
+  return outbox_.size() <= max_unread_ / 2 && outbox_bytes_ <= kMaxUnreadBytes / 2;
+}
+
+void Session::UpdateEvents() {
+  bool pause = OutboxFull() || (reading_paused() && !OutboxDrained());
+  reading_paused_.store(pause, std::memory_order_release);
+  ArmWritable(!outbox_.empty());
 }
 
 void Session::Send(const wire::ServerMessage& message) {
@@ -23,10 +38,13 @@ void Session::Send(const wire::ServerMessage& message) {
     if (sent.ok()) return;
     if (sent.code() != Code::kResourceExhausted) return;  // peer gone: the I/O thread cleans up
     outbox_.push_back(scratch_);
-    ArmWritable(true);
+    outbox_bytes_ += scratch_.size();
+    UpdateEvents();
     return;
   }
   outbox_.push_back(scratch_);
+  outbox_bytes_ += scratch_.size();
+  if (!reading_paused() && OutboxFull()) UpdateEvents();
 }
 
 bool Session::Flush() {
@@ -35,9 +53,11 @@ bool Session::Flush() {
     Status sent = ipc::SendPacket(socket_.get(), outbox_.front(), -1, /*dont_wait=*/true);
     if (sent.code() == Code::kResourceExhausted) return true;
     if (!sent.ok()) return false;
+    outbox_bytes_ -= outbox_.front().size();
     outbox_.pop_front();
+    if (reading_paused() && OutboxDrained()) UpdateEvents();
   }
-  ArmWritable(false);
+  UpdateEvents();
   return true;
 }
 

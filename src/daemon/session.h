@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "atoll.pb.h"
 #include "common/unique_fd.h"
@@ -35,16 +36,32 @@ class Session {
   bool closed() const { return closed_.load(std::memory_order_acquire); }
   void MarkClosed() { closed_.store(true, std::memory_order_release); }
 
+  // Backpressure against a client that sends requests but does not read the replies: once
+  // `max_unread` replies or kMaxUnreadBytes are queued, the I/O thread stops reading this
+  // connection (epoll stops reporting it readable) until Flush has sent half of them. Set once,
+  // before the first Send.
+  static constexpr size_t kMaxUnreadBytes = 4 << 20;
+  void set_max_unread_replies(size_t max_unread) { max_unread_ = max_unread; }
+  bool reading_paused() const { return reading_paused_.load(std::memory_order_acquire); }
+
   // I/O thread only.
   bool handshaken = false;
   std::unordered_map<uint64_t, std::shared_ptr<MappedBuffer>> buffers;
   std::unordered_map<uint64_t, std::string> refused_buffers;  // id -> why, for clear errors
+  uint64_t buffer_bytes = 0;  // declared sizes of `buffers`, for max_buffer_bytes_per_connection
 
   // Guarded by the engine's mutex: client request id -> engine job id.
   std::unordered_map<uint64_t, uint64_t> requests;
+  // Guarded by the engine's mutex: the scheduler tenant of this connection's requests (0 until
+  // its first request), and the groups of its user, for exclusive devices.
+  uint32_t tenant = 0;
+  std::vector<uint32_t> groups;
 
  private:
-  void ArmWritable(bool on);  // REQUIRES: send_mutex_ held
+  void ArmWritable(bool on);   // REQUIRES: send_mutex_ held
+  void UpdateEvents();         // REQUIRES: send_mutex_ held; epoll interest from outbox and pause
+  bool OutboxFull() const;     // REQUIRES: send_mutex_ held
+  bool OutboxDrained() const;  // REQUIRES: send_mutex_ held
 
   const uint64_t id_;
   UniqueFd socket_;
@@ -54,6 +71,9 @@ class Session {
   std::mutex send_mutex_;
   std::deque<std::string> outbox_;  // GUARDED_BY(send_mutex_)
   std::string scratch_;             // GUARDED_BY(send_mutex_)
+  size_t max_unread_ = SIZE_MAX;
+  size_t outbox_bytes_ = 0;                  // GUARDED_BY(send_mutex_)
+  std::atomic<bool> reading_paused_{false};  // written under send_mutex_
 };
 
 }  // namespace atl::daemon

@@ -28,7 +28,7 @@ Status FillAddress(const std::string& path, sockaddr_un* addr) {
 
 }  // namespace
 
-StatusOr<UniqueFd> Listen(const std::string& path, mode_t mode) {
+StatusOr<UniqueFd> Listen(const std::string& path, mode_t mode, uid_t owner, gid_t group) {
   sockaddr_un addr;
   ATOLL_RETURN_IF_ERROR(FillAddress(path, &addr));
   UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -49,6 +49,16 @@ StatusOr<UniqueFd> Listen(const std::string& path, mode_t mode) {
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     return ErrnoError("bind '" + path + "'", errno);
   }
+  if ((owner != static_cast<uid_t>(-1) || group != static_cast<gid_t>(-1)) &&
+      ::chown(path.c_str(), owner, group) != 0) {
+    int e = errno;
+    ::unlink(path.c_str());
+    return ErrnoError("chown '" + path + "' to uid " + std::to_string(static_cast<int>(owner)) +
+                          " gid " + std::to_string(static_cast<int>(group)) +
+                          " (socket_owner, socket_group)",
+                      e);
+  }
+  // chown may clear set-id bits, so the mode is set after it.
   if (::chmod(path.c_str(), mode) != 0) return ErrnoError("chmod '" + path + "'", errno);
   if (::listen(fd.get(), SOMAXCONN) != 0) return ErrnoError("listen '" + path + "'", errno);
   return fd;

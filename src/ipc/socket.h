@@ -24,8 +24,12 @@ struct PeerCredentials {
 };
 
 // Creates, binds and listens on `path` (removing a stale socket file first) with permissions
-// `mode`. The returned fd is non-blocking and close-on-exec.
-StatusOr<UniqueFd> Listen(const std::string& path, mode_t mode);
+// `mode`, owned by `owner` and `group` (-1 keeps the process's). Ownership and mode are set before
+// listen(), so no client can connect while they are still the defaults. The returned fd is
+// non-blocking and close-on-exec.
+StatusOr<UniqueFd> Listen(const std::string& path, mode_t mode,
+                          uid_t owner = static_cast<uid_t>(-1),
+                          gid_t group = static_cast<gid_t>(-1));
 
 // Connects to `path`; blocking, close-on-exec. UNAVAILABLE when nobody listens there (the message
 // says how to start the daemon), PERMISSION_DENIED when the socket's mode forbids it.

@@ -705,6 +705,9 @@ StatusOr<Manifest> ParseManifest(std::string_view json_text) {
     root = Json::parse(json_text.begin(), json_text.end());
   } catch (const Json::parse_error& error) {
     return InvalidArgumentError("the manifest is not valid JSON: " + ParseErrorText(error));
+  } catch (const Json::exception& error) {
+    // A number too large for a double, say: nlohmann throws out_of_range, not parse_error.
+    return InvalidArgumentError(std::string("the manifest is not valid JSON: ") + error.what());
   }
   if (!root.is_object()) {
     return InvalidArgumentError(

@@ -146,6 +146,13 @@ TEST(ParseManifest, InvalidJsonGivesPosition) {
   EXPECT_THAT(message, HasSubstr("line 3"));
 }
 
+TEST(ParseManifest, NumberTooLargeForADoubleIsAnError) {
+  // nlohmann throws out_of_range for these, which escaped the parser (found by fuzzing).
+  EXPECT_THAT(ErrorOf("1e999"), HasSubstr("not valid JSON"));
+  EXPECT_THAT(ErrorOf(Valid("", R"("bitstreamId": "v", "version": "1", "x": -1e400,)")),
+              HasSubstr("number overflow"));
+}
+
 TEST(ParseManifest, NonObjectJson) {
   EXPECT_THAT(ErrorOf("[1, 2]"), HasSubstr("must be a JSON object"));
   EXPECT_THAT(ErrorOf("\"vector\""), HasSubstr("got string"));

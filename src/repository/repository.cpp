@@ -34,6 +34,13 @@ constexpr size_t kCopyChunk = 1 << 20;
 
 Status SysError(const std::string& what) { return ErrnoError(what, errno); }
 
+// A root with the set-group-id bit is shared by an admin group (Repository::ApplyAdminGroup):
+// what an install creates must then stay writable by the group, whatever the installer's umask.
+bool SharedByGroup(const fs::path& root) {
+  struct stat st;
+  return ::stat(root.c_str(), &st) == 0 && (st.st_mode & S_ISGID) != 0;
+}
+
 // Removes a staging folder unless the install moved it into place.
 class RemoveOnExit {
  public:
@@ -147,6 +154,8 @@ class RootLock {
       return SysError("cannot open the repository lock " + path.string() +
                       " (run as a user who can write to " + root.string() + ")");
     }
+    // Fails unless this process created the file, which is when it matters.
+    if (SharedByGroup(root)) (void)::fchmod(fd.get(), 0664);
     while (::flock(fd.get(), LOCK_EX) != 0) {
       if (errno != EINTR) return SysError("cannot lock " + path.string());
     }
@@ -185,7 +194,9 @@ void RemoveStaleStaging(const fs::path& root) {
 StatusOr<fs::path> MakeStaging(const fs::path& root) {
   fs::path area = root / kStagingName;
   std::error_code error;
-  fs::create_directories(area, error);
+  if (fs::create_directories(area, error) && SharedByGroup(root)) {
+    (void)::chmod(area.c_str(), 02775);
+  }
   if (error) {
     return InternalError("cannot create " + area.string() + ": " + error.message() +
                          "; check the repository folder's permissions");
@@ -301,10 +312,25 @@ Status BumpGeneration(const fs::path& root) {
   return SyncFolder(root);
 }
 
+// The daemon runs installed binaries in its own process: one that any user could have changed is
+// refused.
+Status CheckNotWorldWritable(const fs::path& path, const std::string& checksum) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & S_IWOTH) != 0) {
+    return PermissionDeniedError(path.string() +
+                                 " is writable by every user, so anyone could change what the "
+                                 "daemon runs; skipped. Fix it with chmod o-w, or remove " +
+                                 checksum + " and install it again");
+  }
+  return OkStatus();
+}
+
 StatusOr<Entry> LoadEntry(const fs::path& folder, const std::string& checksum) {
   Entry entry;
   entry.checksum = checksum;
   entry.manifest_path = folder / kManifestName;
+  ATOLL_RETURN_IF_ERROR(CheckNotWorldWritable(folder, checksum));
+  ATOLL_RETURN_IF_ERROR(CheckNotWorldWritable(entry.manifest_path, checksum));
   ATOLL_ASSIGN_OR_RETURN(std::string bytes, ReadSmallFile(entry.manifest_path));
   StatusOr<Manifest> manifest = ParseManifest(bytes);
   if (!manifest.ok()) {
@@ -321,6 +347,7 @@ StatusOr<Entry> LoadEntry(const fs::path& folder, const std::string& checksum) {
     return NotFoundError(entry.binary_path.string() + ": the installed binary is missing; remove " +
                          checksum + " and install it again");
   }
+  ATOLL_RETURN_IF_ERROR(CheckNotWorldWritable(entry.binary_path, checksum));
   return entry;
 }
 
@@ -372,7 +399,9 @@ StatusOr<Entry> InstallFolder(const fs::path& root, const fs::path& folder, cons
                                 ": the binary is empty; build it before installing");
   }
   ATOLL_ASSIGN_OR_RETURN(std::string checksum, hash.Hex());
-  if (::chmod(staging.c_str(), 0755) != 0) return SysError("cannot chmod " + staging.string());
+  // Group-writable in a shared root, so that every admin can remove what another installed.
+  mode_t mode = SharedByGroup(root) ? 02775 : 0755;
+  if (::chmod(staging.c_str(), mode) != 0) return SysError("cannot chmod " + staging.string());
   ATOLL_RETURN_IF_ERROR(SyncFolder(staging));
 
   fs::path final_path = root / checksum;
@@ -588,6 +617,41 @@ StatusOr<std::vector<Entry>> Repository::Remove(std::string_view what) {
 
 uint64_t Repository::Generation() const { return ReadGeneration(root_); }
 
+Status Repository::ApplyAdminGroup(gid_t group) {
+  ATOLL_RETURN_IF_ERROR(EnsureRoot(root_));
+  auto share = [&](const fs::path& path, mode_t mode) -> Status {
+    if (::chown(path.c_str(), static_cast<uid_t>(-1), group) != 0) {
+      return SysError("cannot give " + path.string() + " to group " +
+                      std::to_string(static_cast<int>(group)));
+    }
+    if (::chmod(path.c_str(), mode) != 0) return SysError("cannot chmod " + path.string());
+    return OkStatus();
+  };
+  // Set-group-id folders hand their group to everything created inside them.
+  ATOLL_RETURN_IF_ERROR(share(root_, 02775));
+  std::error_code error;
+  fs::create_directories(root_ / kStagingName, error);
+  ATOLL_RETURN_IF_ERROR(share(root_ / kStagingName, 02775));
+  {
+    fs::path lock = root_ / kLockName;
+    UniqueFd fd(::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0664));
+    if (!fd.valid()) return SysError("cannot create " + lock.string());
+    ATOLL_RETURN_IF_ERROR(share(lock, 0664));
+  }
+  if (fs::exists(root_ / kGenerationName, error)) {
+    ATOLL_RETURN_IF_ERROR(share(root_ / kGenerationName, 0644));
+  }
+  for (const fs::directory_entry& item : fs::directory_iterator(root_, error)) {
+    std::string name = item.path().filename().string();
+    std::error_code ignored;
+    if (IsChecksumName(name) && item.is_directory(ignored)) {
+      ATOLL_RETURN_IF_ERROR(share(item.path(), 02775));
+    }
+  }
+  if (error) return InternalError("cannot list " + root_.string() + ": " + error.message());
+  return OkStatus();
+}
+
 bool PlatformFits(const Platform& binary, const DevicePlatform& device) {
   const std::string& backend = binary.backend.empty() ? std::string("opencl") : binary.backend;
   if (backend != device.backend) return false;
@@ -660,6 +724,23 @@ StatusOr<Index::Provider> Index::Resolve(std::string_view accelerator_id,
                                  "' is installed only for platforms that no device here has: " +
                                  built + "; devices here: " + (here.empty() ? "none" : here) +
                                  "; install a binary built for one of them");
+}
+
+StatusOr<std::vector<Index::Provider>> Index::ResolveAll(
+    std::string_view accelerator_id, const std::vector<DevicePlatform>& devices) const {
+  ATOLL_ASSIGN_OR_RETURN(Provider newest, Resolve(accelerator_id, devices));
+  std::vector<Provider> providers;
+  for (const Slot& slot : slots_.find(accelerator_id)->second) {
+    const Entry& entry = entries_[slot.entry];
+    if (CompareVersions(entry.manifest.version, newest.entry->manifest.version) != 0) continue;
+    for (const DevicePlatform& device : devices) {
+      if (PlatformFits(entry.manifest.platform, device)) {
+        providers.push_back({&entry, &entry.manifest.kernels[slot.kernel]});
+        break;
+      }
+    }
+  }
+  return providers;
 }
 
 std::vector<std::string> Index::Suggest(std::string_view accelerator_id) const {

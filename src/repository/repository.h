@@ -8,6 +8,8 @@
 // removes serialise on an flock of <root>/.lock. Index is an immutable snapshot.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -59,6 +61,13 @@ class Repository {
   // The current generation (0 when the repository was never written).
   uint64_t Generation() const;
 
+  // Makes the repository writable by `group` and no one else: the root, its staging area and
+  // installed folders get the group and mode 2775 (set-group-id, so what members create inside
+  // belongs to the group), the lock file 0664. Installs by group members then keep their folders
+  // group-writable, so any member can remove what another installed. Needs to own the files or
+  // CAP_CHOWN/CAP_FOWNER (atolld as root). Errors name the path.
+  Status ApplyAdminGroup(gid_t group);
+
  private:
   std::filesystem::path root_;
 };
@@ -94,6 +103,13 @@ class Index {
   // id exists but nothing fits, FAILED_PRECONDITION lists the platforms it was built for.
   StatusOr<Provider> Resolve(std::string_view accelerator_id,
                              const std::vector<DevicePlatform>& devices) const;
+
+  // Every provider of the version Resolve picks that fits one of `devices`: the same accelerator
+  // built for several backends or platforms (cpu, opencl, cuda), so that the scheduler may place a
+  // request on any device that fits one of them. Ordered as Resolve orders equal versions (by
+  // checksum), so the first is what Resolve returns. Errors are Resolve's.
+  StatusOr<std::vector<Provider>> ResolveAll(std::string_view accelerator_id,
+                                             const std::vector<DevicePlatform>& devices) const;
 
   // Up to 3 installed accelerator ids closest to `accelerator_id` by edit distance (ignoring case,
   // within a third of its length and at least 2), closest first; an id whose kernelId equals

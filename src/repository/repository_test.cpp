@@ -501,6 +501,43 @@ TEST(Index, ResolvesNewestVersionThatFits) {
   EXPECT_EQ(provider->entry->checksum, "c1");
 }
 
+TEST(Index, ResolveAllListsEveryPlatformOfTheNewestVersion) {
+  std::vector<Entry> entries = ThreeVersions();
+  entries.push_back(MakeEntry("vector", "3", R"({"backend": "cpu"})", "c3cpu"));
+  entries.push_back(
+      MakeEntry("vector", "3.0", R"({"backend": "opencl", "vendor": "pocl"})", "c3cl"));
+  Index index(std::move(entries));
+  DevicePlatform cpu{"cpu", "atoll", "x86_64", "1"};
+  DevicePlatform h100{"cuda", "nvidia", "sm_90", "13.0"};
+  DevicePlatform pocl{"opencl", "pocl", "cpu", "3.1"};
+
+  StatusOr<std::vector<Index::Provider>> all = index.ResolveAll("vector.addition", {cpu, h100});
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].entry->checksum, "c3");
+  EXPECT_EQ((*all)[1].entry->checksum, "c3cpu");
+  EXPECT_EQ((*all)[0].entry, index.Resolve("vector.addition", {cpu, h100})->entry);
+
+  // Version 3.0 equals 3; a platform no device has is left out.
+  all = index.ResolveAll("vector.addition", {cpu, pocl});
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].entry->checksum, "c3cl");
+  EXPECT_EQ((*all)[1].entry->checksum, "c3cpu");
+
+  // Only version 1 fits a u250.
+  all = index.ResolveAll("vector.addition", {{"opencl", "xilinx", "u250", "xdma"}});
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ((*all)[0].entry->checksum, "c1");
+
+  // Resolve's errors, unchanged.
+  EXPECT_EQ(
+      index.ResolveAll("vector.addition", {{"opencl", "intel", "pac_a10", "1"}}).status().message(),
+      index.Resolve("vector.addition", {{"opencl", "intel", "pac_a10", "1"}}).status().message());
+  EXPECT_EQ(index.ResolveAll("vector.additon", {cpu}).status().code(), Code::kNotFound);
+}
+
 TEST(Index, NothingFitsListsPlatforms) {
   Index index(ThreeVersions());
   StatusOr<Index::Provider> provider =

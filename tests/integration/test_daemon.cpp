@@ -41,26 +41,40 @@ TestDaemon::TestDaemon(Options options) {
     auto entry = repo.Install(AcceleratorFolder(name));
     if (!entry.ok()) throw std::runtime_error("install " + name + ": " + entry.status().message());
   }
+  for (const auto& folder : options.install_folders) {
+    auto entry = repo.Install(folder);
+    if (!entry.ok()) {
+      throw std::runtime_error("install " + folder + ": " + entry.status().message());
+    }
+  }
   std::string config_path = folder_ + "/atolld.json";
   std::ofstream(config_path) << options.config_json;
 
-  std::vector<std::string> args = {ATOLL_TEST_ATOLLD, "--config",      config_path,
-                                   "--socket",        socket_,         "--repository",
-                                   repository_,       "--backend-dir", ATOLL_TEST_BACKEND_DIR,
-                                   "--log-level",     "debug"};
-  for (const auto& a : options.extra_args) args.push_back(a);
+  args_ = {ATOLL_TEST_ATOLLD, "--config",       config_path,
+           "--socket",        socket_,          "--repository",
+           repository_,       "--backend-dir",  ATOLL_TEST_BACKEND_DIR,
+           "--log-level",     options.log_level};
+  // The build's other plugins (opencl) would add devices the cpu tests do not expect; a test that
+  // wants one enables it with a later --backend in extra_args, which overrides this.
+  args_.insert(args_.end(), {"--backend", R"(opencl={"enabled": false})"});
+  for (const auto& a : options.extra_args) args_.push_back(a);
+  Launch(/*append_log=*/false);
+  if (options.set_environment) ::setenv("ATOLL_SOCKET", socket_.c_str(), 1);
+}
+
+void TestDaemon::Launch(bool append_log) {
   pid_ = ::fork();
   if (pid_ == 0) {
     std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
+    for (auto& a : args_) argv.push_back(a.data());
     argv.push_back(nullptr);
-    FILE* log = std::freopen(log_path_.c_str(), "w", stderr);
+    FILE* log = std::freopen(log_path_.c_str(), append_log ? "a" : "w", stderr);
     (void)log;
     ::execv(argv[0], argv.data());
     std::_Exit(127);
   }
-  // Ready when the socket accepts a connection.
-  for (int i = 0; i < 500; ++i) {
+  // Ready when the socket accepts a connection; sanitized builds start slowly.
+  for (int i = 0; i < 3000; ++i) {
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
@@ -72,10 +86,24 @@ TestDaemon::TestDaemon(Options options) {
     std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", socket_.c_str());
     bool up = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
     ::close(fd);
-    if (up) break;
+    if (up) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  if (options.set_environment) ::setenv("ATOLL_SOCKET", socket_.c_str(), 1);
+  throw std::runtime_error("atolld did not accept connections within 30 s: " + log());
+}
+
+int TestDaemon::Kill(int signal) {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, signal);
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return status;
+}
+
+void TestDaemon::Restart() {
+  if (pid_ > 0) Stop();
+  Launch(/*append_log=*/true);
 }
 
 std::string TestDaemon::log() const {

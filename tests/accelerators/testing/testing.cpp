@@ -35,6 +35,18 @@ ATOLL_CPU_KERNEL(sleep_ms) {
   return 0;
 }
 
+// Occupies its compute unit for `microseconds` without using the CPU: a simulated device's
+// kernel, so that scheduling tests and benchmarks on a 2-core host measure the scheduler, not
+// the host's cores.
+ATOLL_CPU_KERNEL(hold_us) {
+  if (arg_count != 1 || args[0].size_bytes != sizeof(int) || ReadInt(args[0]) < 0) {
+    std::snprintf(error, error_size, "hold_us takes one non-negative int");
+    return 3;
+  }
+  std::this_thread::sleep_for(std::chrono::microseconds(ReadInt(args[0])));
+  return 0;
+}
+
 // out[i] = value for i < n, after sleeping `milliseconds`: shows whether outputs were written.
 ATOLL_CPU_KERNEL(fill) {
   if (arg_count != 4) {

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Runs the whole CUDA suite and the CUDA benchmarks on a machine with an NVIDIA GPU, from a bundle
+# made by scripts/gpu/pack.sh on the build machine: the cuda backend's unit, plugin and GPU tests,
+# the bundled accelerators on every backend (the cuda row included), then bench/run_cuda.sh three
+# times (the defaults; the request rate with 16 streams; the round trip with zero-copy). Prints a summary last; writes every log
+# and the benchmarks' JSON into OUT_DIR/gpu-results.tar.gz, plus summary.txt and bench.json.
+#
+# Usage: scripts/gpu/run.sh [BUNDLE_DIR] [OUT_DIR]
+#   BUNDLE_DIR  default: gpu-bundle/ at the repository root
+#   OUT_DIR     default: $OUT, else gpu-results/
+# Exit status: 0 when every test passed (skips count as passes only without a GPU).
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+bundle=${1:-$root/gpu-bundle}
+out=${2:-${OUT:-$root/gpu-results}}
+[ -f "$bundle/build-path" ] || { echo "$0: '$bundle' is not a bundle from scripts/gpu/pack.sh" >&2; exit 2; }
+bundle=$(cd "$bundle" && pwd)
+mkdir -p "$out"
+work=$(mktemp -d /tmp/atoll-gpu-XXXXXX)
+
+# The test binaries name files by the absolute paths of the trees they were built in.
+build=$(cat "$bundle/build-path")
+source=$(cat "$bundle/source-path")
+if [ "$source" != "$root" ] && [ ! -e "$source" ]; then
+  mkdir -p "$(dirname "$source")"
+  ln -s "$root" "$source"
+fi
+if [ ! -e "$build" ]; then
+  mkdir -p "$(dirname "$build")"
+  ln -s "$bundle/build" "$build"
+fi
+export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "host: $(uname -srm); $(nproc) cores"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,pci.bus_id,temperature.gpu,power.draw \
+    --format=csv,noheader 2>&1 || echo "nvidia-smi: not available"
+  echo "source: $(git -C "$root" describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)"
+} | tee "$work/machine.txt"
+
+failed=0
+summary=()
+run_test() {
+  local name=$1 binary=$2
+  shift 2
+  echo "=== $name" >&2
+  local started=$SECONDS
+  timeout 300 "$binary" --gtest_color=no "$@" >"$work/$name.log" 2>&1
+  local status=$?
+  local passed skipped failures
+  # Each test's own line ends with its time; gtest's closing lists repeat the names without it.
+  passed=$(grep -cE '^\[       OK \] .* \([0-9]+ ms\)$' "$work/$name.log")
+  skipped=$(grep -cE '^\[  SKIPPED \] .* \([0-9]+ ms\)$' "$work/$name.log")
+  failures=$(grep -cE '^\[  FAILED  \] .* \([0-9]+ ms\)$' "$work/$name.log")
+  summary+=("$(printf '%-22s exit %3d  passed %3d  skipped %3d  failed %3d  (%d s)' "$name" \
+              "$status" "$passed" "$skipped" "$failures" $((SECONDS - started)))")
+  [ $status -eq 0 ] || failed=1
+  grep -E '^\[  (FAILED|SKIPPED) \]|Failure$|^/.*: (Failure|error)' "$work/$name.log" | head -40 >&2
+}
+run_test cuda_unit_test "$build/backends/cuda/cuda_unit_test"
+run_test cuda_backend_test "$build/backends/cuda/cuda_backend_test"
+run_test cuda_gpu_test "$build/backends/cuda/cuda_gpu_test"
+if [ -x "$build/accelerators/accelerators_test" ]; then
+  run_test accelerators_test "$build/accelerators/accelerators_test"
+fi
+
+echo "=== benchmarks" >&2
+"$root/bench/run_cuda.sh" "$build" --json "$work/bench.json" >"$work/bench.log" 2>&1
+bench_status=$?
+"$root/bench/run_cuda.sh" "$build" --cuda-config '{"streams": 16}' --scenarios rate \
+  --json "$work/bench_rate_16_streams.json" >"$work/bench_rate_16_streams.log" 2>&1
+rate_status=$?
+"$root/bench/run_cuda.sh" "$build" --cuda-config '{"zero_copy_bytes": 65536}' \
+  --scenarios roundtrip --json "$work/bench_roundtrip_zero_copy.json" \
+  >"$work/bench_roundtrip_zero_copy.log" 2>&1
+zero_copy_status=$?
+
+{
+  cat "$work/machine.txt"
+  echo
+  printf '%s\n' "${summary[@]}"
+  echo
+  echo "benchmarks (exit $bench_status):"
+  if [ $bench_status -eq 0 ]; then sed -n '/^(a)/,$p' "$work/bench.log"; else tail -40 "$work/bench.log"; fi
+  echo
+  echo "request rate with 16 streams (exit $rate_status):"
+  if [ $rate_status -eq 0 ]; then
+    sed -n '/^(c)/,$p' "$work/bench_rate_16_streams.log"
+  else
+    tail -20 "$work/bench_rate_16_streams.log"
+  fi
+  echo
+  echo "round trip with zero_copy_bytes 65536 (exit $zero_copy_status):"
+  if [ $zero_copy_status -eq 0 ]; then
+    sed -n '/^(a) Round/,/^floor/p' "$work/bench_roundtrip_zero_copy.log"
+  else
+    tail -20 "$work/bench_roundtrip_zero_copy.log"
+  fi
+} >"$work/summary.txt"
+cp "$work/summary.txt" "$out/summary.txt"
+[ -f "$work/bench.json" ] && cp "$work/bench.json" "$out/bench.json"
+tar -C "$work" -czf "$out/gpu-results.tar.gz" .
+rm -rf "$work"
+cat "$out/summary.txt"
+exit $((failed | bench_status))
