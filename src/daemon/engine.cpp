@@ -1,12 +1,15 @@
 #include "daemon/engine.h"
 
 #include <grp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
 #include <algorithm>
+#include <deque>
 #include <nlohmann/json.hpp>
+#include <system_error>
 #include <thread>
 
 #include "daemon/protocol.h"
@@ -26,10 +29,15 @@ struct Engine::Device {
   };
   std::mutex program_mutex;  // serialises programming and kernel lookup on this device
   std::unordered_map<std::string, Program> programs;  // GUARDED_BY(program_mutex), by checksum
-  // Starts that program this device, decided by the scheduler but not yet done: a later start on
-  // the device must wait for them, as the binary it needs may be the one being loaded.
-  std::atomic<int> pending_programs{0};
-  std::condition_variable programmed;  // with program_mutex: pending_programs went down
+  // Starts that program this device (the backend's `program` can take seconds on an FPGA) run on
+  // the device's launcher thread, and so do the starts the scheduler decides while one is pending,
+  // which may need the binary being loaded: in the order of the scheduler's decisions.
+  int pending_programs = 0;  // GUARDED_BY(engine mu_)
+  std::mutex launch_mutex;
+  std::condition_variable launch_cv;
+  std::deque<scheduler::Start> launches;  // GUARDED_BY(launch_mutex)
+  bool stopping = false;                  // GUARDED_BY(launch_mutex)
+  std::thread launcher;                   // started on first use
 };
 
 // What an accelerator id resolves to, cached until the repository changes: every binary of the
@@ -193,10 +201,14 @@ Engine::Engine(std::vector<std::unique_ptr<backend::Plugin>> plugins,
 }
 
 Engine::~Engine() {
-  {
-    // Launches on threads of their own use the plugins.
-    std::unique_lock lock(mu_);
-    idle_cv_.wait(lock, [&] { return programming_ == 0; });
+  // The launchers use the plugins: they finish what they hold first.
+  for (auto& device : devices_) {
+    {
+      std::lock_guard lock(device->launch_mutex);
+      device->stopping = true;
+    }
+    device->launch_cv.notify_all();
+    if (device->launcher.joinable()) device->launcher.join();
   }
   // Closing a backend completes its launched work through OnDone, which needs the engine's
   // members: close the plugins while they still exist.
@@ -536,7 +548,7 @@ void Engine::Submit(const std::shared_ptr<Session>& session, const wire::Submit&
     scheduler::Identity who{session->peer().uid, session->groups};
     if (who.gids.empty()) who.gids.push_back(session->peer().gid);
     admission = scheduler_.Submit(std::move(scheduled), who);
-    Reserve(admission.starts);
+    Reserve(&admission.starts);
     if (!admission.ok()) {
       Code code = admission.refusal == scheduler::Refusal::kExclusive ? Code::kPermissionDenied
                   : admission.refusal == scheduler::Refusal::kRequestQuota ||
@@ -552,53 +564,61 @@ void Engine::Submit(const std::shared_ptr<Session>& session, const wire::Submit&
   LaunchAll(std::move(admission.starts));
 }
 
-void Engine::Reserve(const std::vector<scheduler::Start>& starts) {
-  for (const auto& start : starts) {
-    if (start.program) devices_[start.device]->pending_programs.fetch_add(1);
+void Engine::Reserve(std::vector<scheduler::Start>* starts) {
+  size_t kept = 0;
+  for (auto& start : *starts) {
+    Device& device = *devices_[start.device];
+    bool queued = false;
+    if (start.program || device.pending_programs != 0) {
+      std::lock_guard lock(device.launch_mutex);
+      if (!device.launcher.joinable() && !device.stopping) {
+        try {
+          uint32_t index = start.device;
+          device.launcher = std::thread([this, index] { RunLauncher(index); });
+          std::string name = "atoll-load" + std::to_string(index);
+          pthread_setname_np(device.launcher.native_handle(), name.substr(0, 15).c_str());
+        } catch (const std::system_error& e) {
+          // Launched on the calling thread instead, which programming then holds up.
+          spdlog::warn("cannot start a launcher thread for device {}: {}", start.device, e.what());
+        }
+      }
+      if (device.launcher.joinable() && !device.stopping) {
+        if (start.program) ++device.pending_programs;
+        device.launches.push_back(std::move(start));
+        device.launch_cv.notify_one();
+        queued = true;
+      }
+    }
+    if (!queued) (*starts)[kept++] = std::move(start);
+  }
+  starts->resize(kept);
+}
+
+void Engine::RunLauncher(uint32_t index) {
+  Device& device = *devices_[index];
+  for (;;) {
+    scheduler::Start start;
+    {
+      std::unique_lock lock(device.launch_mutex);
+      device.launch_cv.wait(lock, [&] { return device.stopping || !device.launches.empty(); });
+      if (device.launches.empty()) return;
+      start = std::move(device.launches.front());
+      device.launches.pop_front();
+    }
+    LaunchNow(start);
+    if (start.program) {
+      std::lock_guard lock(mu_);
+      --device.pending_programs;
+    }
   }
 }
 
 void Engine::LaunchAll(std::vector<scheduler::Start> starts) {
-  for (auto& start : starts) Launch(std::move(start));
-}
-
-void Engine::Launch(scheduler::Start start) {
-  // Waiting for a device's programming would hold up this thread (the I/O thread, or a compute
-  // unit's worker) for as long as programming takes.
-  if (start.program || devices_[start.device]->pending_programs.load() > 0) {
-    {
-      std::lock_guard lock(mu_);
-      ++programming_;
-    }
-    try {
-      std::thread([this, start] {
-        LaunchNow(start);
-        std::lock_guard lock(mu_);
-        if (--programming_ == 0) idle_cv_.notify_all();
-      }).detach();
-      return;
-    } catch (const std::system_error& e) {
-      spdlog::warn("cannot start a thread to program device {} ({}); programming it inline",
-                   start.device, e.what());
-      std::lock_guard lock(mu_);
-      --programming_;
-    }
-  }
-  LaunchNow(start);
+  for (const auto& start : starts) LaunchNow(start);
 }
 
 void Engine::LaunchNow(const scheduler::Start& start) {
   Device& device = *devices_[start.device];
-  // However this ends, a programming start is no longer pending when it returns.
-  struct ProgramDone {
-    Device* device;
-    ~ProgramDone() {
-      if (device == nullptr) return;
-      std::lock_guard lock(device->program_mutex);
-      device->pending_programs.fetch_sub(1);
-      device->programmed.notify_all();
-    }
-  } program_done{start.program ? &device : nullptr};
   std::shared_ptr<Job> job;
   {
     std::lock_guard lock(mu_);
@@ -626,14 +646,7 @@ void Engine::LaunchNow(const scheduler::Start& start) {
   int64_t program_ns = -1;
   bool program_failed = false;
   {
-    std::unique_lock lock(device.program_mutex);
-    if (!start.program) {
-      // The scheduler placed this job on a device that holds its binary, which a programming
-      // start decided earlier may still be loading.
-      device.programmed.wait(lock, [&] {
-        return device.programs.count(entry.checksum) != 0 || device.pending_programs.load() == 0;
-      });
-    }
+    std::lock_guard lock(device.program_mutex);
     for (const auto& evicted : start.evict) {
       auto it = device.programs.find(evicted);
       if (it == device.programs.end()) continue;
@@ -721,7 +734,7 @@ void Engine::Finish(const std::shared_ptr<Job>& job, Status status, bool ran) {
     }
     // The scheduler charges the tenant what the kernel took (nothing if it never ran).
     if (job->started) next = scheduler_.Finish(job->id, ran ? job->ran_ns : 0);
-    Reserve(next);
+    Reserve(&next);
     auto info = tenant_info_.find(job->tenant);
     if (info != tenant_info_.end() && info->second.per_process && info->second.sessions == 0 &&
         scheduler_.RemoveTenant(job->tenant)) {
@@ -742,7 +755,7 @@ void Engine::Finish(const std::shared_ptr<Job>& job, Status status, bool ran) {
     std::lock_guard lock(mu_);
     idle_cv_.notify_all();
   }
-  for (const auto& start : next) Launch(start);
+  LaunchAll(std::move(next));
 }
 
 void Engine::Cancel(const std::shared_ptr<Session>& session, uint64_t request_id) {
@@ -763,7 +776,7 @@ void Engine::Cancel(const std::shared_ptr<Session>& session, uint64_t request_id
     job = j->second;
     // Removing a job may end a drain it caused, freeing compute units for others.
     next = scheduler_.Dispatch();
-    Reserve(next);
+    Reserve(&next);
   }
   Finish(job, Status(Code::kCancelled, "cancelled before it ran"), false);
   LaunchAll(std::move(next));
@@ -789,7 +802,7 @@ void Engine::Disconnect(const std::shared_ptr<Session>& session) {
       }
     }
     if (!dropped.empty()) next = scheduler_.Dispatch();
-    Reserve(next);
+    Reserve(&next);
   }
   for (const auto& job : dropped)
     Finish(job, Status(Code::kCancelled, "client disconnected"), false);
@@ -809,7 +822,7 @@ bool Engine::ExpireDeadlines() {
     });
     for (auto id : removed) expired.push_back(jobs_.at(id));
     if (!expired.empty()) next = scheduler_.Dispatch();
-    Reserve(next);
+    Reserve(&next);
   }
   for (const auto& job : expired) {
     Finish(job,

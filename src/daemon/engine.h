@@ -83,13 +83,13 @@ class Engine {
   scheduler::TenantId TenantOf(Session& session, const std::string& automatic_name);
   // A tenant's name from the peer's credentials: its user, group, or user and pid.
   std::string AutomaticTenantName(const ipc::PeerCredentials& peer) const;
-  // Starts the scheduler's decisions: at once, or on a thread of its own when the device must be
-  // programmed first, which can take seconds (an FPGA) and must not hold up other requests.
-  void Launch(scheduler::Start start);
+  // Hands the starts that must wait for a device's programming to that device's launcher
+  // thread, in decision order, and leaves the others in `starts`. REQUIRES: mu_ held, in the
+  // critical section of the scheduler call that returned them.
+  void Reserve(std::vector<scheduler::Start>* starts);
+  // Launches starts that Reserve left, on the calling thread.
   void LaunchAll(std::vector<scheduler::Start> starts);
-  // Counts the programming starts among `starts` as pending on their devices. REQUIRES: mu_
-  // held, in the same critical section as the scheduler call that returned them.
-  void Reserve(const std::vector<scheduler::Start>& starts);
+  void RunLauncher(uint32_t device);
   void LaunchNow(const scheduler::Start& start);
   // Completes a job that never ran or has ended, frees its compute unit if it had one and launches
   // what the scheduler starts next.
@@ -129,8 +129,7 @@ class Engine {
   size_t deadline_jobs_queued_ = 0;                                            // GUARDED_BY(mu_)
   std::unordered_map<uint64_t, scheduler::TenantId> automatic_tenants_;        // GUARDED_BY(mu_)
   std::unordered_map<scheduler::TenantId, TenantInfo> tenant_info_;            // GUARDED_BY(mu_)
-  int programming_ = 0;         // GUARDED_BY(mu_): launches on threads of their own
-  bool shutting_down_ = false;  // GUARDED_BY(mu_)
+  bool shutting_down_ = false;                                                 // GUARDED_BY(mu_)
   std::atomic<uint64_t> completed_{0}, failed_{0}, rejected_{0};
   std::atomic<int> replies_in_flight_{0};  // completions decided but not yet sent
   std::atomic<bool> stopping_{false};      // shutting_down_, readable without mu_
