@@ -35,8 +35,8 @@ namespace {
 constexpr const char* kAbiVersionSymbol = "atoll_cpu_abi_version";
 constexpr const char* kConfigExample = R"({"devices": 1, "compute_units": 2, "spin_us": 50})";
 constexpr const char* kFields =
-    "\"devices\", \"compute_units\", \"spin_us\", \"binaries_at_once\", \"program_delay_ms\" "
-    "and \"platform_name\"";
+    "\"devices\", \"compute_units\", \"spin_us\", \"binaries_at_once\", \"program_delay_ms\", "
+    "\"compute_units_by_manifest\" and \"platform_name\"";
 
 uint32_t DefaultSpinMicroseconds() {
   long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
@@ -58,9 +58,11 @@ struct Config {
   // at once (1 behaves like an FPGA; 0 = no limit), how long loading one takes (the calling
   // thread sleeps, as it waits for an FPGA to be programmed), and the platform name each device
   // reports (one for all, or one per device), so that binaries for "other platforms" can be told
-  // apart.
+  // apart. With compute_units_by_manifest a kernel runs on as many compute units as its manifest
+  // lists names, as on an FPGA.
   uint32_t binaries_at_once = 0;
   uint32_t program_delay_ms = 0;
+  bool compute_units_by_manifest = false;
   std::vector<std::string> platform_names;  // empty: the host's machine name
 };
 
@@ -96,6 +98,7 @@ struct Backend {
   HostInfo host;
   uint32_t binaries_at_once = 0;
   uint32_t program_delay_ms = 0;
+  bool compute_units_by_manifest = false;
   std::vector<Device> devices;
   std::mutex programs_mutex;
   std::map<const void*, std::unique_ptr<Program>> programs;  // guarded by programs_mutex
@@ -163,6 +166,12 @@ std::string ParseConfig(const char* text, Config* config) {
       problem = ReadInteger(value, "binaries_at_once", 0, 64, &config->binaries_at_once);
     } else if (key == "program_delay_ms") {
       problem = ReadInteger(value, "program_delay_ms", 0, 600000, &config->program_delay_ms);
+    } else if (key == "compute_units_by_manifest") {
+      if (value.is_boolean()) {
+        config->compute_units_by_manifest = value.get<bool>();
+      } else {
+        problem = "\"compute_units_by_manifest\" must be true or false, got " + value.dump();
+      }
     } else if (key == "platform_name") {
       const std::string expected =
           "\"platform_name\" must be a non-empty string of at most 63 characters, or an array "
@@ -214,6 +223,7 @@ int Open(const char* config_json, void** backend, char* error, size_t error_size
     opened->host = ReadHostInfo();
     opened->binaries_at_once = config.binaries_at_once;
     opened->program_delay_ms = config.program_delay_ms;
+    opened->compute_units_by_manifest = config.compute_units_by_manifest;
     opened->devices.resize(config.devices);
     for (uint32_t d = 0; d < config.devices; ++d) {
       opened->devices[d].platform_name = config.platform_names.empty() ? opened->host.machine
@@ -281,6 +291,7 @@ int DeviceInfo(void* backend, uint32_t device, atoll_backend_device_info_v1* inf
     filled.power_mw = -1;
     filled.compute_units = static_cast<uint32_t>(self->devices[device].compute_units.size());
     filled.binaries_at_once = self->binaries_at_once;
+    filled.compute_units_by_binary = self->compute_units_by_manifest ? 1 : 0;
     std::memcpy(info, &filled, sizeof(filled));
     return ATOLL_OK;
   } catch (const std::bad_alloc&) {

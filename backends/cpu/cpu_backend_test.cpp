@@ -85,6 +85,7 @@ TEST_F(CpuBackend, OpensWithDefaults) {
   EXPECT_EQ(info.power_mw, -1);
   EXPECT_EQ(info.compute_units, 2u);
   EXPECT_EQ(info.binaries_at_once, 0u);
+  EXPECT_EQ(info.compute_units_by_binary, 0u);
 }
 
 TEST_F(CpuBackend, OpensTheConfiguredDevicesAndComputeUnits) {
@@ -93,6 +94,8 @@ TEST_F(CpuBackend, OpensTheConfiguredDevicesAndComputeUnits) {
   for (uint32_t device = 0; device < 3; ++device) {
     EXPECT_EQ(Info(backend.get(), device).compute_units, 4u);
   }
+  OpenBackend by_manifest(table(), R"({"compute_units": 4, "compute_units_by_manifest": true})");
+  EXPECT_EQ(Info(by_manifest.get(), 0).compute_units_by_binary, 1u);
 }
 
 TEST_F(CpuBackend, RejectsAnInvalidConfigurationNamingTheField) {
@@ -112,6 +115,7 @@ TEST_F(CpuBackend, RejectsAnInvalidConfigurationNamingTheField) {
       {R"({"spin_us": 1001})", "\"spin_us\""},
       {R"({"binaries_at_once": 65})", "\"binaries_at_once\""},
       {R"({"program_delay_ms": -5})", "\"program_delay_ms\""},
+      {R"({"compute_units_by_manifest": "yes"})", "\"compute_units_by_manifest\""},
       {R"({"platform_name": ""})", "\"platform_name\""},
       {R"({"platform_name": []})", "\"platform_name\""},
       {R"({"platform_name": ["a", 3]})", "\"platform_name\""},

@@ -122,9 +122,10 @@ TEST_F(CudaBackend, RefusesNullArguments) {
       table()->kernel(backend.get(), nullptr, "vadd", nullptr, 0, &kernel, error, sizeof(error)),
       ATOLL_INVALID_ARGUMENT);
   EXPECT_THAT(error, HasSubstr("unknown program handle"));
-  int not_a_kernel = 0;
+  // Large enough that the backend's magic check reads only this object.
+  uint64_t not_a_kernel[8] = {};
   atoll_backend_geometry_v1 geometry{};
-  EXPECT_EQ(table()->launch(backend.get(), 0, 0, &not_a_kernel, nullptr, 0, &geometry,
+  EXPECT_EQ(table()->launch(backend.get(), 0, 0, not_a_kernel, nullptr, 0, &geometry,
                             testing::Completion::Done, nullptr, error, sizeof(error)),
             ATOLL_INVALID_ARGUMENT);
   EXPECT_THAT(error, HasSubstr("not a handle"));

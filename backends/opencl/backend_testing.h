@@ -19,11 +19,14 @@
 
 namespace atl::backend_testing {
 
-// The plugin's table, loaded with dlopen as the daemon loads it. Unloaded on destruction.
+// The plugin's table, loaded with dlopen as the daemon loads it. The library stays mapped after
+// destruction (RTLD_NODELETE), as a daemon's backends stay for its whole life: unmapping the
+// opencl plugin would unmap the ICD loader too, and LeakSanitizer could then no longer see that
+// the loader's own allocations are still referenced.
 class Plugin {
  public:
   explicit Plugin(const char* path) {
-    handle_ = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    handle_ = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (handle_ == nullptr) {
       ADD_FAILURE() << "dlopen " << path << ": " << dlerror();
       return;

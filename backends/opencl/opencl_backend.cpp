@@ -158,6 +158,8 @@ struct Config {
   std::optional<std::vector<Selector>> devices;
   cl_device_type device_types = CL_DEVICE_TYPE_ALL;
   uint32_t compute_units = kDefaultComputeUnits;
+  // Absent: true for accelerators (FPGAs), whose binaries hold a fixed number of kernel instances.
+  std::optional<bool> compute_units_by_manifest;
   std::optional<std::string> cache_dir;  // absent: the default; "": no disk cache
 };
 
@@ -237,6 +239,12 @@ std::string ParseConfig(const char* text, Config* config) {
       } else {
         config->compute_units = value.get<uint32_t>();
       }
+    } else if (key == "compute_units_by_manifest") {
+      if (!value.is_boolean()) {
+        problem = "\"compute_units_by_manifest\" must be true or false, got " + value.dump();
+      } else {
+        config->compute_units_by_manifest = value.get<bool>();
+      }
     } else if (key == "cache_dir") {
       if (value.is_null()) {
         config->cache_dir = "";
@@ -250,7 +258,7 @@ std::string ParseConfig(const char* text, Config* config) {
       // A misspelt field would otherwise be ignored silently.
       problem = "unknown field \"" + key +
                 "\"; the opencl backend's fields are \"platforms\", \"device_types\", "
-                "\"devices\", \"compute_units\" and \"cache_dir\"";
+                "\"devices\", \"compute_units\", \"compute_units_by_manifest\" and \"cache_dir\"";
     }
     if (!problem.empty()) return problem;
   }
@@ -299,6 +307,7 @@ struct Device {
   cl_context context = nullptr;
   std::vector<cl_command_queue> queues;  // one per compute unit
   cl_device_type type = 0;
+  bool compute_units_by_manifest = false;
 
   std::string vendor, name, platform_vendor, platform_name, platform_version, pci_id;
   // What a built program depends on, for the program cache's key.
@@ -367,11 +376,14 @@ void CL_CALLBACK OnContextError(const char* message, const void*, size_t, void* 
 // Opens `id` as Atoll device `index`: context, queues and what device_info reports. Returns "" or
 // what failed.
 std::string OpenDevice(cl_platform_id platform, cl_device_id id, uint32_t index,
-                       uint32_t compute_units, Device* device) {
+                       const Config& config, Device* device) {
+  const uint32_t compute_units = config.compute_units;
   device->index = index;
   device->platform = platform;
   device->id = id;
   device->type = DeviceValue<cl_device_type>(id, CL_DEVICE_TYPE).value_or(CL_DEVICE_TYPE_DEFAULT);
+  device->compute_units_by_manifest =
+      config.compute_units_by_manifest.value_or((device->type & CL_DEVICE_TYPE_ACCELERATOR) != 0);
   device->vendor = DeviceString(id, CL_DEVICE_VENDOR);
   device->name = DeviceString(id, CL_DEVICE_NAME);
   std::string platform_name = PlatformString(platform, CL_PLATFORM_NAME);
@@ -639,8 +651,7 @@ int Open(const char* config_json, void** backend, char* error, size_t error_size
     for (const Candidate& candidate : candidates) {
       auto device = std::make_unique<Device>();
       uint32_t index = static_cast<uint32_t>(opened->devices.size());
-      problem = OpenDevice(candidate.platform, candidate.device, index, config.compute_units,
-                           device.get());
+      problem = OpenDevice(candidate.platform, candidate.device, index, config, device.get());
       if (!problem.empty()) {
         // One broken device must not keep the others from working.
         Warn("skipping OpenCL device \"" + candidate.name + "\": " + problem);
@@ -714,6 +725,7 @@ int DeviceInfo(void* backend, uint32_t device, atoll_backend_device_info_v1* inf
     filled.compute_units = static_cast<uint32_t>(d.queues.size());
     // An FPGA holds one bitstream at a time; GPUs and CPUs keep any number of programs.
     filled.binaries_at_once = (d.type & CL_DEVICE_TYPE_ACCELERATOR) != 0 ? 1 : 0;
+    filled.compute_units_by_binary = d.compute_units_by_manifest ? 1 : 0;
     std::memcpy(info, &filled, sizeof(filled));
     return ATOLL_OK;
   } catch (const std::bad_alloc&) {

@@ -218,6 +218,8 @@ TEST_F(OpenclBackend, DescribesEveryOpenclDevice) {
     EXPECT_EQ(info.power_mw, -1);
     EXPECT_EQ(info.compute_units, 2u);
     EXPECT_EQ(info.binaries_at_once, (type & CL_DEVICE_TYPE_ACCELERATOR) != 0 ? 1u : 0u);
+    // FPGAs' binaries decide their compute units by default; other devices' do not.
+    EXPECT_EQ(info.compute_units_by_binary, (type & CL_DEVICE_TYPE_ACCELERATOR) != 0 ? 1u : 0u);
     cl_platform_id platform = nullptr;
     clGetDeviceInfo(all[d], CL_DEVICE_PLATFORM, sizeof(platform), &platform, nullptr);
     char platform_name[256] = "";
@@ -245,6 +247,15 @@ TEST_F(OpenclBackend, ConfigurationChoosesPlatformsDevicesAndComputeUnits) {
   ASSERT_EQ(table()->device_count(one.get()), 1u);
   EXPECT_EQ(Info(one.get(), 0).compute_units, 1u);
 
+  OpenBackend by_manifest(table(), R"({"compute_units": 4, "compute_units_by_manifest": true,
+                                       "cache_dir": ""})");
+  ASSERT_GE(table()->device_count(by_manifest.get()), 1u);
+  EXPECT_EQ(Info(by_manifest.get(), 0).compute_units, 4u);
+  EXPECT_EQ(Info(by_manifest.get(), 0).compute_units_by_binary, 1u);
+  OpenBackend every_queue(table(), R"({"compute_units_by_manifest": false, "cache_dir": ""})");
+  ASSERT_GE(table()->device_count(every_queue.get()), 1u);
+  EXPECT_EQ(Info(every_queue.get(), 0).compute_units_by_binary, 0u);
+
   // A substring of the device name selects it.
   std::string by_name = std::string(R"({"devices": [")") + std::string(first.name).substr(0, 5) +
                         R"("], "cache_dir": ""})";
@@ -270,6 +281,8 @@ TEST_F(OpenclBackend, RejectsAnInvalidConfigurationNamingTheField) {
       {R"({"compute_units": 0})", "\"compute_units\""},
       {R"({"compute_units": 65})", "\"compute_units\""},
       {R"({"compute_units": "two"})", "\"compute_units\""},
+      {R"({"compute_units_by_manifest": 1})",
+       "\"compute_units_by_manifest\" must be true or false"},
       {R"({"platforms": "pocl"})", "\"platforms\" must be a list"},
       {R"({"platforms": [1.5]})", "\"platforms\" must be a list"},
       {R"({"platforms": ["no such platform"]})", "matches no OpenCL platform; the platforms are"},

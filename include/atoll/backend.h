@@ -48,6 +48,11 @@ typedef struct atoll_backend_device_info_v1 {
   int64_t power_mw;
   uint32_t compute_units;    /* compute units that may run kernels at once */
   uint32_t binaries_at_once; /* binaries the device holds at once (1 for an FPGA; 0 = no limit) */
+  /* Nonzero: a binary decides how many of `compute_units` a kernel may use, one per symbol its
+   * manifest lists for the kernel (an FPGA binary holds that many instances of it); the daemon
+   * then runs a kernel only on compute units numbered below that count. Zero: every compute unit
+   * runs every kernel. */
+  uint32_t compute_units_by_binary;
 } atoll_backend_device_info_v1;
 
 typedef enum atoll_backend_arg_kind {

@@ -184,6 +184,7 @@ Engine::Engine(std::vector<std::unique_ptr<backend::Plugin>> plugins,
       scheduler::DeviceConfig config;
       config.compute_units = std::max<uint32_t>(1, info->compute_units);
       config.binaries_at_once = info->binaries_at_once;
+      config.compute_units_by_binary = info->compute_units_by_binary != 0;
       config.name = "device " + std::to_string(devices_.size()) + " (" + plugin->name() + ":" +
                     std::to_string(i) + ")";
       configs.push_back(config);
@@ -391,6 +392,7 @@ StatusOr<std::shared_ptr<const Engine::Resolved>> Engine::Resolve(const std::str
     const repository::Index::Provider& provider = resolved->providers[p];
     scheduler::Alternative alternative;
     alternative.binary = provider.entry->checksum;
+    alternative.compute_units = static_cast<uint32_t>(provider.kernel->names.size());
     for (uint32_t d = 0; d < platforms_.size(); ++d) {
       if (repository::PlatformFits(provider.entry->manifest.platform, platforms_[d])) {
         alternative.devices.push_back(d);
@@ -916,6 +918,7 @@ std::string Engine::DevicesJson() const {
                    {"temperature_c", info.temperature_c},
                    {"power_mw", info.power_mw},
                    {"compute_units", info.compute_units},
+                   {"compute_units_by_binary", info.compute_units_by_binary != 0},
                    {"busy_compute_units", stats.busy_compute_units},
                    {"requests_started", stats.started},
                    {"reprogrammed", stats.programmed},

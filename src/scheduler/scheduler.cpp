@@ -168,6 +168,19 @@ std::vector<std::string> Scheduler::Victims(const Device& d, bool lru_only) cons
   return victims;
 }
 
+uint32_t Scheduler::UnitLimit(const Device& d, const Alternative& alt) const {
+  if (!d.config.compute_units_by_binary || alt.compute_units == 0) return d.config.compute_units;
+  return std::min(alt.compute_units, d.config.compute_units);
+}
+
+int Scheduler::FreeUnit(const Device& d, uint32_t limit) const {
+  if (d.busy >= d.config.compute_units) return -1;
+  for (uint32_t u = 0; u < limit && u < d.unit_job.size(); ++u) {
+    if (d.unit_job[u] == 0) return static_cast<int>(u);
+  }
+  return -1;
+}
+
 Scheduler::Placed Scheduler::Place(JobState& job, Start* start) {
   return options_.policy == Policy::kFifo ? PlaceFifo(job, start) : PlaceFair(job, start);
 }
@@ -187,8 +200,7 @@ Scheduler::Placed Scheduler::PlaceFair(JobState& job, Start* start) {
     start->job = job.job.id;
     start->alternative = static_cast<uint32_t>(best_a);
     start->device = best_d;
-    start->compute_unit = static_cast<uint32_t>(std::find(d.unit_job.begin(), d.unit_job.end(), 0) -
-                                                d.unit_job.begin());
+    start->compute_unit = static_cast<uint32_t>(FreeUnit(d, UnitLimit(d, alternatives[best_a])));
     start->program = program;
     start->evict = std::move(evict);
     return Placed::kStarted;
@@ -201,7 +213,9 @@ Scheduler::Placed Scheduler::PlaceFair(JobState& job, Start* start) {
       const Device& dev = devices_[d];
       if (!Holds(dev, alternatives[a].binary)) continue;
       has_holder = true;
-      if (dev.busy < dev.config.compute_units && dev.draining_for.empty()) consider(a, d);
+      if (dev.draining_for.empty() && FreeUnit(dev, UnitLimit(dev, alternatives[a])) >= 0) {
+        consider(a, d);
+      }
     }
   }
   if (best_a >= 0) return fill(false, {});
@@ -210,7 +224,8 @@ Scheduler::Placed Scheduler::PlaceFair(JobState& job, Start* start) {
   for (size_t a = 0; a < alternatives.size(); ++a) {
     for (uint32_t d : alternatives[a].devices) {
       const Device& dev = devices_[d];
-      if (dev.busy < dev.config.compute_units && dev.draining_for.empty() && HasRoom(dev)) {
+      if (dev.draining_for.empty() && HasRoom(dev) &&
+          FreeUnit(dev, UnitLimit(dev, alternatives[a])) >= 0) {
         consider(a, d);
       }
     }
@@ -245,7 +260,7 @@ Scheduler::Placed Scheduler::PlaceFair(JobState& job, Start* start) {
         if (!Holds(devices_[d], alt.binary)) continue;
         if (std::find(counted.begin(), counted.end(), d) != counted.end()) continue;
         counted.push_back(d);
-        holder_units += devices_[d].config.compute_units;
+        holder_units += UnitLimit(devices_[d], alt);
       }
     }
     worth = holder_units > 0 && work > 0;
@@ -324,7 +339,7 @@ Scheduler::Placed Scheduler::PlaceFifo(JobState& job, Start* start) {
     for (size_t a = 0; a < alternatives.size(); ++a) {
       for (uint32_t d : alternatives[a].devices) {
         const Device& dev = devices_[d];
-        if (dev.busy >= dev.config.compute_units) continue;
+        if (FreeUnit(dev, UnitLimit(dev, alternatives[a])) < 0) continue;
         bool loaded = Holds(dev, alternatives[a].binary);
         if (require_loaded != loaded) continue;
         // Making room means unloading a binary, which is only safe on an idle device.
@@ -340,8 +355,8 @@ Scheduler::Placed Scheduler::PlaceFifo(JobState& job, Start* start) {
     start->job = job.job.id;
     start->alternative = static_cast<uint32_t>(best_a);
     start->device = best_d;
-    start->compute_unit = static_cast<uint32_t>(
-        std::find(dev.unit_job.begin(), dev.unit_job.end(), 0) - dev.unit_job.begin());
+    start->compute_unit =
+        static_cast<uint32_t>(FreeUnit(dev, UnitLimit(dev, alternatives[best_a])));
     start->program = !require_loaded;
     start->evict.clear();
     if (!require_loaded && !HasRoom(dev)) start->evict = Victims(dev, true);

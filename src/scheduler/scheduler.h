@@ -52,7 +52,10 @@ struct Identity {
 struct DeviceConfig {
   uint32_t compute_units = 1;
   uint32_t binaries_at_once = 0;  // 0: no limit
-  bool exclusive = false;         // only `users` and members of `groups` may use it
+  // The binary decides how many of the compute units a kernel may use (Alternative's
+  // compute_units): an FPGA binary has as many instances of a kernel as its manifest lists.
+  bool compute_units_by_binary = false;
+  bool exclusive = false;  // only `users` and members of `groups` may use it
   std::vector<uint32_t> users;
   std::vector<uint32_t> groups;
   std::string name;    // for messages, e.g. "device 1 (cpu:1)"
@@ -77,6 +80,9 @@ struct Options {
 struct Alternative {
   std::string binary;             // a key identifying the binary (its checksum)
   std::vector<uint32_t> devices;  // indices of devices whose platform fits it
+  // On devices with compute_units_by_binary: the job may run only on compute units numbered
+  // below this (0: all of them).
+  uint32_t compute_units = 0;
   bool operator==(const Alternative&) const = default;
 };
 
@@ -201,6 +207,10 @@ class Scheduler {
   };
 
   bool Holds(const Device& d, const std::string& binary) const;
+  // The compute units of `d` that a job of `alt` may use: those numbered below the result.
+  uint32_t UnitLimit(const Device& d, const Alternative& alt) const;
+  // The lowest-numbered free compute unit of `d` below `limit`, or -1.
+  int FreeUnit(const Device& d, uint32_t limit) const;
   bool HasRoom(const Device& d) const;
   uint64_t Pending(const std::string& binary) const;
   // True when device `a` has less outstanding work than device `b`.

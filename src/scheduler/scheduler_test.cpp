@@ -159,6 +159,46 @@ TEST(Scheduler, StartsOnFreeComputeUnitAndQueuesWhenFull) {
   EXPECT_EQ(s.running(), 2u);
 }
 
+// On an FPGA the binary holds a fixed number of instances of each kernel: a kernel listed with
+// two names runs on compute units 0 and 1 only, however many the device has.
+TEST(Scheduler, ABinaryDecidesHowManyComputeUnitsItsKernelUses) {
+  for (Policy policy : {Policy::kFair, Policy::kFifo}) {
+    SCOPED_TRACE(policy == Policy::kFair ? "fair" : "fifo");
+    DeviceConfig fpga = Device(4, 1);
+    fpga.compute_units_by_binary = true;
+    Options options;
+    options.policy = policy;
+    Scheduler s = WithTenant({fpga}, options);
+    auto Kernel = [](JobId id, uint32_t instances) {
+      Job job = MakeJob(id, "bitstream", {0});
+      job.alternatives[0].compute_units = instances;
+      return job;
+    };
+    auto a = StartNow(s, Kernel(1, 2));
+    auto b = StartNow(s, Kernel(2, 2));
+    ASSERT_TRUE(a && b);
+    EXPECT_EQ(a->compute_unit, 0u);
+    EXPECT_EQ(b->compute_unit, 1u);
+    EXPECT_FALSE(StartNow(s, Kernel(3, 2))) << "both instances of the kernel are busy";
+    // Another kernel of the same binary with three instances takes the third compute unit.
+    auto c = StartNow(s, Kernel(4, 3));
+    ASSERT_TRUE(c);
+    EXPECT_EQ(c->compute_unit, 2u);
+    EXPECT_FALSE(c->program);
+    auto next = s.Finish(2, kMs);
+    ASSERT_EQ(next.size(), 1u);
+    EXPECT_EQ(next[0].job, 3u);
+    EXPECT_EQ(next[0].compute_unit, 1u);
+  }
+  // A device whose compute units all run every kernel ignores the count.
+  Scheduler gpu = WithTenant({Device(4)});
+  for (JobId id = 1; id <= 4; ++id) {
+    Job job = MakeJob(id, "binary", {0});
+    job.alternatives[0].compute_units = 1;
+    EXPECT_TRUE(StartNow(gpu, std::move(job)));
+  }
+}
+
 TEST(Scheduler, PrefersDeviceHoldingTheBinary) {
   Scheduler s = WithTenant({Device(4, 1), Device(4, 1)});
   auto a = StartNow(s, MakeJob(1, "x", {0, 1}));

@@ -466,6 +466,37 @@ TEST(Scheduling, ABinaryNobodyHoldsGetsADeviceDespiteABacklogOfAnother) {
   EXPECT_LT(waited_ms, 1000);
 }
 
+// A simulated FPGA: the binary's manifest decides how many compute units a kernel uses.
+// testing.hold lists one name (one instance), testing.sleep two.
+TEST(Scheduling, AManifestsKernelListDecidesTheComputeUnitsOfAnFpga) {
+  json config = {{"backends",
+                  {{"cpu",
+                    {{"devices", 1},
+                     {"compute_units", 4},
+                     {"binaries_at_once", 1},
+                     {"compute_units_by_manifest", true}}}}}};
+  auto daemon = StartDaemon(config);
+  EXPECT_EQ(Status(*daemon)["scheduler"]["devices"][0]["compute_units"], 4);
+  auto timed = [](const std::string& accelerator, int requests, int ms) {
+    auto begin = Clock::now();
+    std::vector<std::future<void>> pending;
+    for (int i = 0; i < requests; ++i) {
+      atoll::request r(accelerator);
+      r.arg(accelerator == "testing.hold" ? ms * 1000 : ms);
+      pending.push_back(atoll::submit(r));
+    }
+    for (auto& f : pending) f.get();
+    return std::chrono::duration<double, std::milli>(Clock::now() - begin).count();
+  };
+  // One instance: 4 holds of 60 ms run one after another, although 4 compute units are free.
+  double one = timed("testing.hold", 4, 60);
+  EXPECT_GE(one, 235) << "testing.hold ran on more than its one instance";
+  // Two instances: 4 sleeps of 60 ms take two rounds.
+  double two = timed("testing.sleep", 4, 60);
+  EXPECT_GE(two, 115) << "testing.sleep ran on more than its two instances";
+  std::printf("4 x 60 ms on 1 instance: %.0f ms; on 2 instances: %.0f ms\n", one, two);
+}
+
 // ---- Several binaries for one accelerator -------------------------------------------------------
 
 TEST(Scheduling, OneAcceleratorBuiltForTwoPlatformsRunsOnDevicesOfBoth) {
