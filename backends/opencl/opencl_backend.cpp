@@ -278,11 +278,69 @@ void Warn(const std::string& message) {
 
 // ---- Devices ------------------------------------------------------------------------------------
 
+// Device buffers of one compute unit kept between launches: creating and releasing a cl_mem per
+// argument and launch cost as much as the whole round trip of a small kernel on NVIDIA's OpenCL.
+// A buffer is taken back only by a request of exactly its size, and every reuse is fully
+// overwritten (uploaded, or cleared for write-only arrays) before a kernel reads it, so no
+// request sees another's data.
+class BufferPool {
+ public:
+  static constexpr size_t kMaxBuffers = 16;
+  static constexpr size_t kMaxBytes = size_t{64} << 20;
+
+  BufferPool() = default;
+  BufferPool(const BufferPool&) = delete;
+  BufferPool& operator=(const BufferPool&) = delete;
+  ~BufferPool() {
+    for (const auto& [size, mem] : free_) clReleaseMemObject(mem);
+  }
+
+  // A kept buffer of `size` bytes, or nullptr.
+  cl_mem Take(size_t size) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (size_t i = free_.size(); i-- > 0;) {
+      if (free_[i].first != size) continue;
+      cl_mem mem = free_[i].second;
+      free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(i));
+      bytes_ -= size;
+      return mem;
+    }
+    return nullptr;
+  }
+
+  // Keeps `mem` for a later launch, dropping the oldest kept buffers beyond the bounds; a buffer
+  // larger than the byte bound is released at once.
+  void Give(size_t size, cl_mem mem) {
+    std::vector<cl_mem> released;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (size > kMaxBytes) {
+        released.push_back(mem);
+      } else {
+        free_.emplace_back(size, mem);
+        bytes_ += size;
+        while (free_.size() > kMaxBuffers || bytes_ > kMaxBytes) {
+          released.push_back(free_.front().second);
+          bytes_ -= free_.front().first;
+          free_.erase(free_.begin());
+        }
+      }
+    }
+    for (cl_mem m : released) clReleaseMemObject(m);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::pair<size_t, cl_mem>> free_;  // oldest first; guarded by mutex_
+  size_t bytes_ = 0;                             // guarded by mutex_
+};
+
 struct Device {
   Device() = default;
   Device(const Device&) = delete;
   Device& operator=(const Device&) = delete;
   ~Device() {
+    pools.clear();
     for (cl_command_queue queue : queues) clReleaseCommandQueue(queue);
     if (context != nullptr) clReleaseContext(context);
   }
@@ -305,7 +363,8 @@ struct Device {
   cl_platform_id platform = nullptr;
   cl_device_id id = nullptr;
   cl_context context = nullptr;
-  std::vector<cl_command_queue> queues;  // one per compute unit
+  std::vector<cl_command_queue> queues;            // one per compute unit
+  std::vector<std::unique_ptr<BufferPool>> pools;  // one per compute unit
   cl_device_type type = 0;
   bool compute_units_by_manifest = false;
 
@@ -428,6 +487,7 @@ std::string OpenDevice(cl_platform_id platform, cl_device_id id, uint32_t index,
              Named(status);
     }
     device->queues.push_back(queue);
+    device->pools.push_back(std::make_unique<BufferPool>());
   }
   return "";
 }
@@ -1249,6 +1309,9 @@ struct Run {
   atoll_backend_done_fn done = nullptr;
   void* user = nullptr;
   std::vector<Step> steps;
+  // Device buffers that go back to `pool` when the launch has ended.
+  BufferPool* pool = nullptr;
+  std::vector<std::pair<size_t, cl_mem>> pooled;
 
   void ReleaseEvents() {
     for (Step& step : steps) {
@@ -1292,6 +1355,14 @@ void CL_CALLBACK OnComplete(cl_event, cl_int status, void* user) {
               "; the device takes no more work until atolld restarts";
   }
   run->ReleaseEvents();
+  for (const auto& [size, mem] : run->pooled) {
+    // A failed launch may leave a buffer in any state; only a good one is worth keeping.
+    if (failed == nullptr) {
+      run->pool->Give(size, mem);
+    } else {
+      clReleaseMemObject(mem);
+    }
+  }
   Backend* backend = run->backend;
   atoll_backend_done_fn done = run->done;
   void* done_user = run->user;
@@ -1315,7 +1386,10 @@ class Enqueuer {
   ~Enqueuer() {
     if (!committed_ && !run_->steps.empty()) clFinish(queue_);
     for (cl_mem mem : mems_) clReleaseMemObject(mem);
-    if (!committed_) run_->ReleaseEvents();
+    if (!committed_) {
+      run_->ReleaseEvents();
+      for (const auto& [size, mem] : run_->pooled) clReleaseMemObject(mem);
+    }
   }
   Enqueuer(const Enqueuer&) = delete;
   Enqueuer& operator=(const Enqueuer&) = delete;
@@ -1475,6 +1549,7 @@ int Launch(void* backend, uint32_t device, uint32_t compute_unit, void* kernel,
     run->kernel = launched;
     run->done = done;
     run->user = user;
+    run->pool = target.pools[compute_unit].get();
     // Next() hands out pointers into steps: at most an upload, a map and an unmap per argument.
     run->steps.reserve(3 * static_cast<size_t>(arg_count) + 1);
     Enqueuer enqueuer(queue, run.get());
@@ -1514,14 +1589,23 @@ int Launch(void* backend, uint32_t device, uint32_t compute_unit, void* kernel,
                                                                       : CL_MEM_READ_WRITE;
       bool zero_copy = target.zero_copy && !aliased &&
                        reinterpret_cast<uintptr_t>(arg.data) % target.base_align_bytes == 0;
-      cl_mem mem = clCreateBuffer(target.context, zero_copy ? flags | CL_MEM_USE_HOST_PTR : flags,
-                                  static_cast<size_t>(arg.size_bytes),
-                                  zero_copy ? arg.data : nullptr, &status);
-      if (mem == nullptr || status != CL_SUCCESS) {
-        return failed(status, "a buffer of " + std::to_string(arg.size_bytes) + " bytes for " +
-                                  launched->Argument(i));
+      size_t size = static_cast<size_t>(arg.size_bytes);
+      // Device buffers are pooled, so they are created read-write for any later access.
+      cl_mem mem = zero_copy ? nullptr : run->pool->Take(size);
+      if (mem == nullptr) {
+        mem = clCreateBuffer(target.context,
+                             zero_copy ? flags | CL_MEM_USE_HOST_PTR : CL_MEM_READ_WRITE, size,
+                             zero_copy ? arg.data : nullptr, &status);
+        if (mem == nullptr || status != CL_SUCCESS) {
+          return failed(status, "a buffer of " + std::to_string(arg.size_bytes) + " bytes for " +
+                                    launched->Argument(i));
+        }
       }
-      enqueuer.Own(mem);
+      if (zero_copy) {
+        enqueuer.Own(mem);
+      } else {
+        run->pooled.emplace_back(size, mem);
+      }
       status = clSetKernelArg(handle, i, sizeof(cl_mem), &mem);
       if (status != CL_SUCCESS) return failed(status, "setting " + launched->Argument(i));
       buffers.push_back({i, mem, zero_copy});

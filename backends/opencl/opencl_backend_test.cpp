@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -683,6 +684,22 @@ TEST_F(OpenclBackend, AccessDecidesWhatMovesWithOrWithoutCopies) {
     for (int32_t i = 32; i < 64; ++i) ASSERT_TRUE(out[i] == -1.0f || out[i] == 0.0f) << i;
     if (offset == 1) {
       for (int32_t i = 32; i < 64; ++i) ASSERT_EQ(out[i], 0.0f) << i;
+      // The device buffer kept from a launch that wrote every element is reused by the next
+      // array of its size, and cleared first: a launch that writes half of it never returns the
+      // other half of the last one's results.
+      int32_t all = 64;
+      vadd_args[3] = Scalar(all, "int");
+      ASSERT_EQ(LaunchAndWait(table(), backend(), vadd, vadd_args, 4, Geometry({64}), &message),
+                ATOLL_OK);
+      for (int32_t i = 0; i < 64; ++i) ASSERT_EQ(out[i], 3.0f) << i;
+      std::fill(out, out + 64, -1.0f);
+      vadd_args[3] = Scalar(half, "int");
+      for (int round = 0; round < 3; ++round) {
+        ASSERT_EQ(LaunchAndWait(table(), backend(), vadd, vadd_args, 4, Geometry({64}), &message),
+                  ATOLL_OK);
+        for (int32_t i = 0; i < 32; ++i) ASSERT_EQ(out[i], 3.0f) << i;
+        for (int32_t i = 32; i < 64; ++i) ASSERT_EQ(out[i], 0.0f) << i;
+      }
     }
   }
 
