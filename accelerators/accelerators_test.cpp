@@ -36,7 +36,7 @@ using ::atl::backend_testing::Scalar;
 using ::testing::HasSubstr;
 
 const std::filesystem::path kAcceleratorDir = ATOLL_TEST_ACCELERATOR_DIR;
-const char* const kAccelerators[] = {"vector", "vector_int", "vision"};
+const char* const kAccelerators[] = {"vector", "vector_int", "vision", "mandelbrot"};
 
 // One backend the accelerators run on.
 struct BackendRow {
@@ -460,6 +460,104 @@ TEST_P(Filter2d, RoundsHalfAwayFromZeroAndClamps) {
   EXPECT_THAT(dst, ::testing::ElementsAre(16, 20, 10, 255));
 }
 
+// The definition, written the plain way; this file is compiled with -ffp-contract=off, so each
+// operation rounds on its own as in the kernels.
+std::vector<int32_t> ReferenceMandelbrot(float x0, float y0, float step, int32_t max_iterations,
+                                         int32_t width, int32_t height) {
+  std::vector<int32_t> counts(static_cast<size_t>(width) * height);
+  for (int32_t y = 0; y < height; ++y) {
+    for (int32_t x = 0; x < width; ++x) {
+      float cx = x0 + static_cast<float>(x) * step;
+      float cy = y0 + static_cast<float>(y) * step;
+      float zx = 0, zy = 0;
+      int32_t n = 0;
+      for (; n < max_iterations; ++n) {
+        float xx = zx * zx;
+        float yy = zy * zy;
+        if (xx + yy > 4.0f) break;
+        float xy = zx * zy;
+        zy = (xy + xy) + cy;
+        zx = (xx - yy) + cx;
+      }
+      counts[static_cast<size_t>(y) * width + x] = n;
+    }
+  }
+  return counts;
+}
+
+class Mandelbrot : public Accelerators {
+ protected:
+  int Run(float x0, float y0, float step, int32_t max_iterations, int32_t width, int32_t height,
+          std::vector<int32_t>& counts, std::string* message) {
+    if (mandelbrot_ == nullptr) mandelbrot_ = Kernel("mandelbrot", "mandelbrot");
+    std::vector<atoll_backend_arg_v1> args = {
+        Scalar(x0, "float"),
+        Scalar(y0, "float"),
+        Scalar(step, "float"),
+        Scalar(max_iterations, "int"),
+        Scalar(width, "int"),
+        Scalar(height, "int"),
+        Array(counts.data(), counts.size() * sizeof(int32_t), "int*", ATOLL_BACKEND_ACCESS_WRITE)};
+    return Accelerators::Run(mandelbrot_, args, message);
+  }
+
+  void* mandelbrot_ = nullptr;
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, Mandelbrot, ::testing::ValuesIn(Backends()), RowName);
+
+TEST_P(Mandelbrot, CountsKnownPoints) {
+  // c = 0 never escapes; c = 1: z = 1, 2, 5, and |5|^2 > 4 at n = 3; c = 1 + i: z_1 = 1 + i
+  // (|z|^2 = 2), z_2 = 1 + 3i (10), so 2; c = -2 stays at 2 (|z|^2 = 4, not more).
+  std::vector<int32_t> counts(4, -1);
+  std::string message;
+  ASSERT_EQ(Run(-2.0f, 0.0f, 1.0f, 100, 4, 1, counts, &message), ATOLL_OK) << message;
+  EXPECT_THAT(counts, ::testing::ElementsAre(100, 100, 100, 3));
+  std::vector<int32_t> one(1, -1);
+  ASSERT_EQ(Run(1.0f, 1.0f, 1.0f, 100, 1, 1, one, &message), ATOLL_OK) << message;
+  EXPECT_THAT(one, ::testing::ElementsAre(2));
+  ASSERT_EQ(Run(0.0f, 0.0f, 1.0f, 0, 1, 1, one, &message), ATOLL_OK) << message;
+  EXPECT_THAT(one, ::testing::ElementsAre(0));
+}
+
+// Bit-identical to the reference on grids over the set's edge, where one rounding more or less
+// changes a count, and on sizes that leave partial 16 x 16 blocks.
+TEST_P(Mandelbrot, MatchesTheReferenceBitForBit) {
+  struct Grid {
+    float x0, y0, step;
+    int32_t max_iterations, width, height;
+  };
+  const Grid grids[] = {
+      {-2.0f, -1.25f, 2.5f / 64, 256, 0, 0},       {-2.0f, -1.25f, 2.5f / 64, 256, 1, 1},
+      {-2.0f, -1.25f, 2.5f / 64, 256, 7, 5},       {-2.0f, -1.25f, 2.5f / 64, 256, 97, 61},
+      {-2.0f, -1.25f, 2.5f / 300, 1000, 300, 7},   {-0.7454f, 0.1130f, 1e-5f, 3000, 64, 48},
+      {-1.7699f, -0.0034f, 1.7e-6f, 2000, 33, 40}, {-0.5f, -0.25f, 0.5f / 128, 500, 128, 128}};
+  for (const Grid& g : grids) {
+    SCOPED_TRACE(::testing::Message()
+                 << g.width << "x" << g.height << " from (" << g.x0 << ", " << g.y0 << ") step "
+                 << g.step << ", " << g.max_iterations << " iterations");
+    std::vector<int32_t> counts(static_cast<size_t>(g.width) * g.height, -1);
+    std::string message;
+    ASSERT_EQ(Run(g.x0, g.y0, g.step, g.max_iterations, g.width, g.height, counts, &message),
+              ATOLL_OK)
+        << message;
+    std::vector<int32_t> expected =
+        ReferenceMandelbrot(g.x0, g.y0, g.step, g.max_iterations, g.width, g.height);
+    ASSERT_EQ(counts, expected);
+  }
+}
+
+// The region the multi-GPU benchmark uses lies inside the main cardioid: every point costs
+// max_iterations, so each request does the same, known work.
+TEST_P(Mandelbrot, TheBenchmarkRegionIsInsideTheSet) {
+  const int32_t width = 256, height = 128, iterations = 2000;
+  std::vector<int32_t> counts(static_cast<size_t>(width) * height, -1);
+  std::string message;
+  ASSERT_EQ(Run(-0.5f, -0.25f, 0.5f / width, iterations, width, height, counts, &message), ATOLL_OK)
+      << message;
+  EXPECT_EQ(std::count(counts.begin(), counts.end(), iterations), width * height);
+}
+
 // The cpu kernels check their own arguments, since anything can dlopen them and call them; on the
 // other backends the daemon's manifest checks and the backend's signature checks do that.
 class CpuAccelerators : public Accelerators {};
@@ -518,6 +616,22 @@ TEST_P(CpuFilter2d, RefusesArgumentsItCannotHonour) {
   EXPECT_THAT(message, HasSubstr("'factor'"));
   EXPECT_EQ(Run(coefficients, 3, 1.0f, 0, 4, 4, src, src, &message), ATOLL_INVALID_ARGUMENT);
   EXPECT_THAT(message, HasSubstr("overlap"));
+}
+
+class CpuMandelbrot : public Mandelbrot {};
+INSTANTIATE_TEST_SUITE_P(Backends, CpuMandelbrot, ::testing::Values(Backends().front()), RowName);
+
+TEST_P(CpuMandelbrot, RefusesArgumentsItCannotHonour) {
+  std::vector<int32_t> counts(16);
+  std::string message;
+  EXPECT_EQ(Run(0, 0, 0.1f, 10, 4, 5, counts, &message), ATOLL_INVALID_ARGUMENT);
+  EXPECT_THAT(message, HasSubstr("mandelbrot: argument 6 'counts' holds 64 bytes"));
+  EXPECT_EQ(Run(0, 0, 0.1f, 10, -4, 4, counts, &message), ATOLL_INVALID_ARGUMENT);
+  EXPECT_THAT(message, HasSubstr("-4 x 4"));
+  EXPECT_EQ(Run(0, 0, 0.1f, -1, 4, 4, counts, &message), ATOLL_INVALID_ARGUMENT);
+  EXPECT_THAT(message, HasSubstr("'max_iterations' is -1"));
+  EXPECT_EQ(Run(0, NAN, 0.1f, 10, 4, 4, counts, &message), ATOLL_INVALID_ARGUMENT);
+  EXPECT_THAT(message, HasSubstr("must be finite"));
 }
 
 }  // namespace

@@ -20,7 +20,7 @@ if [ -f "$state/atolld.pid" ] && kill -0 "$(cat "$state/atolld.pid")" 2>/dev/nul
   while kill -0 "$(cat "$state/atolld.pid")" 2>/dev/null; do sleep 0.1; done
 fi
 
-for accelerator in vector vector_int vision; do
+for accelerator in vector vector_int vision mandelbrot; do
   "$build/bin/atoll" install "$build/accelerators/$accelerator" 2>&1 | grep -v "already installed" || true
 done
 

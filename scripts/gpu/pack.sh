@@ -9,7 +9,7 @@
 #   BUILD_DIR   a build with the cuda backend, its accelerators and tests (default: build-cuda/)
 #   BUNDLE_DIR  where to put the bundle (default: gpu-bundle/, ignored by git); replaced
 # Build first: ninja -C BUILD_DIR atolld atoll_cli atoll_backend_cuda atoll_cuda_bench \
-#   cuda_unit_test cuda_backend_test cuda_gpu_test accelerators_test
+#   multi_gpu_bench cuda_unit_test cuda_backend_test cuda_gpu_test accelerators_test
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -26,8 +26,8 @@ echo "$build" >"$bundle/build-path"
 source=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt")
 echo "${source:-$root}" >"$bundle/source-path"
 
-wanted=(bin/atolld bin/atoll bin/atoll_cuda_bench bin/atoll_bench lib accelerators
-        backends/cuda/testdata backends/cuda/cuda_unit_test backends/cuda/cuda_backend_test
+wanted=(bin/atolld bin/atoll bin/atoll_cuda_bench bin/multi_gpu_bench bin/atoll_bench lib
+        accelerators backends/cuda/testdata backends/cuda/cuda_unit_test backends/cuda/cuda_backend_test
         backends/cuda/cuda_gpu_test backends/opencl/opencl_backend_test
         tests/integration/opencl_test)
 present=()

@@ -5,12 +5,24 @@
 # times (the defaults; the request rate with 16 streams; the round trip with zero-copy). Prints a summary last; writes every log
 # and the benchmarks' JSON into OUT_DIR/gpu-results.tar.gz, plus summary.txt and bench.json.
 #
+# With --multi-gpu it runs only bench/run_multi_gpu.sh instead (throughput over 1, 2, 4... GPUs of
+# the host against N x one GPU, and two weighted tenants across all of them), for a host with
+# several GPUs; it writes summary.txt, multi_gpu.json and gpu-results.tar.gz the same way.
+#
 # Usage: scripts/gpu/run.sh [BUNDLE_DIR] [OUT_DIR]
-#   BUNDLE_DIR  default: gpu-bundle/ at the repository root
-#   OUT_DIR     default: $OUT, else gpu-results/
-# Exit status: 0 when every test passed (skips count as passes only without a GPU).
+#        scripts/gpu/run.sh --multi-gpu [BUNDLE_DIR [OUT_DIR [BENCH_OPTION...]]]
+#   BUNDLE_DIR    default: gpu-bundle/ at the repository root
+#   OUT_DIR       default: $OUT, else gpu-results/
+#   BENCH_OPTION  passed to multi_gpu_bench, e.g. --quick or --gpus 1,2
+# Exit status: 0 when every test passed (skips count as passes only without a GPU); with
+# --multi-gpu, the benchmark's (3: no usable GPU).
 set -uo pipefail
 
+multi_gpu=0
+if [ "${1:-}" = --multi-gpu ]; then
+  multi_gpu=1
+  shift
+fi
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 bundle=${1:-$root/gpu-bundle}
 out=${2:-${OUT:-$root/gpu-results}}
@@ -39,6 +51,30 @@ export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     --format=csv,noheader 2>&1 || echo "nvidia-smi: not available"
   echo "source: $(git -C "$root" describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)"
 } | tee "$work/machine.txt"
+
+# The multi-GPU benchmark alone.
+if [ $multi_gpu -eq 1 ]; then
+  echo "=== multi-GPU benchmark" >&2
+  "$root/bench/run_multi_gpu.sh" "$build" --json "$work/multi_gpu.json" "${@:3}" \
+    >"$work/multi_gpu.log" 2>&1
+  multi_status=$?
+  {
+    cat "$work/machine.txt"
+    echo
+    echo "multi-GPU benchmark (exit $multi_status):"
+    if [ $multi_status -eq 0 ]; then
+      sed -n '/^multi_gpu_bench /p; /^(a) Scaling\|^(b) Tenants/,$p' "$work/multi_gpu.log"
+    else
+      tail -40 "$work/multi_gpu.log"
+    fi
+  } >"$work/summary.txt"
+  cp "$work/summary.txt" "$out/summary.txt"
+  [ -f "$work/multi_gpu.json" ] && cp "$work/multi_gpu.json" "$out/multi_gpu.json"
+  tar -C "$work" -czf "$out/gpu-results.tar.gz" .
+  rm -rf "$work"
+  cat "$out/summary.txt"
+  exit $multi_status
+fi
 
 failed=0
 summary=()
