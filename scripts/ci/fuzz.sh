@@ -26,7 +26,7 @@ for target in "${targets[@]}"; do
   [ -f "$root/fuzz/$target.dict" ] && dict=(-dict="$root/fuzz/$target.dict")
   limit=(-max_total_time="$seconds")
   [ -n "${FUZZ_RUNS:-}" ] && limit=(-runs="$FUZZ_RUNS")
-  echo "== fuzz_$target (${FUZZ_RUNS:+$FUZZ_RUNS runs}${FUZZ_RUNS:-$seconds s})"
+  echo "== fuzz_$target (${FUZZ_RUNS:+$FUZZ_RUNS runs}$([ -n "${FUZZ_RUNS:-}" ] || echo "$seconds s"))"
   # The filter drops libFuzzer's progress lines; pipefail keeps the fuzzer's own exit status.
   "$build/fuzz/fuzz_$target" "${limit[@]}" "${dict[@]}" -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix="$build/fuzz-artifacts/$target-" \
