@@ -113,12 +113,12 @@ class OpenBackend {
     return error;
   }
 
-  // Loads `path` on device 0; returns the status and the program or the message.
+  // Loads `path` on `device`; returns the status and the program or the message.
   int Program(const std::string& path, void** program, std::string* message,
-              const char* build_options = "") {
+              const char* build_options = "", uint32_t device = 0) {
     char error[8192] = "";
-    int status =
-        table_->program(backend_, 0, path.c_str(), build_options, program, error, sizeof(error));
+    int status = table_->program(backend_, device, path.c_str(), build_options, program, error,
+                                 sizeof(error));
     *message = error;
     return status;
   }
@@ -132,38 +132,38 @@ class OpenBackend {
     return status;
   }
 
-  // Programs device 0 with `path` and looks up `name`; fails the test on error.
-  void* MustKernel(const std::string& path, const char* name,
-                   const std::vector<const char*>& types) {
+  // Programs `device` with `path` and looks up `name`; fails the test on error.
+  void* MustKernel(const std::string& path, const char* name, const std::vector<const char*>& types,
+                   uint32_t device = 0) {
     void* program = nullptr;
     std::string message;
-    EXPECT_EQ(Program(path, &program, &message), ATOLL_OK) << message;
+    EXPECT_EQ(Program(path, &program, &message, "", device), ATOLL_OK) << message;
     if (program == nullptr) return nullptr;
     void* kernel = nullptr;
     EXPECT_EQ(Kernel(program, name, types, &kernel, &message), ATOLL_OK) << message;
     return kernel;
   }
 
-  // Starts a launch on device 0; returns launch's own status (done is called only on success).
+  // Starts a launch on `device`; returns launch's own status (done is called only on success).
   int Start(void* kernel, const std::vector<atoll_backend_arg_v1>& args,
             const atoll_backend_geometry_v1& geometry, Completion* completion,
-            uint32_t compute_unit = 0, std::string* message = nullptr) {
+            uint32_t compute_unit = 0, std::string* message = nullptr, uint32_t device = 0) {
     char error[4096] = "";
-    int status = table_->launch(backend_, 0, compute_unit, kernel, args.data(),
+    int status = table_->launch(backend_, device, compute_unit, kernel, args.data(),
                                 static_cast<uint32_t>(args.size()), &geometry, Completion::Done,
                                 completion, error, sizeof(error));
     if (message != nullptr) *message = error;
     return status;
   }
 
-  // Launches on device 0 and waits; returns the status given to `done` (or launch's own error),
+  // Launches on `device` and waits; returns the status given to `done` (or launch's own error),
   // with the message in `message`.
   int Run(void* kernel, const std::vector<atoll_backend_arg_v1>& args,
           const atoll_backend_geometry_v1& geometry, std::string* message = nullptr,
-          uint32_t compute_unit = 0) {
+          uint32_t compute_unit = 0, uint32_t device = 0) {
     Completion completion;
     std::string error;
-    int status = Start(kernel, args, geometry, &completion, compute_unit, &error);
+    int status = Start(kernel, args, geometry, &completion, compute_unit, &error, device);
     if (status != ATOLL_OK) {
       if (message != nullptr) *message = error;
       return status;

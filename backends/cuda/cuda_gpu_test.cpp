@@ -862,6 +862,48 @@ TEST_F(CudaGpu, ConfiguredGpusThatAreMissingAreReported) {
   CheckVadd(some, some.MustKernel(kVector, "vadd", kFloatVector), 100);
 }
 
+// A fault is sticky for its GPU's context only: the other GPUs of the process keep serving.
+TEST_F(CudaGpu, AFaultOnOneGpuLeavesTheOthersServing) {
+  OpenBackend probe(table(), "{}");
+  REQUIRE_GPU(probe);
+  if (probe.devices() < 2) GTEST_SKIP() << "one GPU here: this needs two";
+  probe.Close();
+  EXPECT_TRUE(RunChild("CudaGpuChild.FaultOnOneGpuBesideAnother"));
+}
+
+TEST(CudaGpuChild, FaultOnOneGpuBesideAnother) {
+  CHILD_ONLY();
+  Plugin plugin(ATOLL_TEST_CUDA_BACKEND_PATH);
+  OpenBackend backend(plugin.table(), "{}");
+  ASSERT_GE(backend.devices(), 2u);
+  void* illegal = backend.MustKernel(kTesting, "illegal_address", {"int*", "int"}, 0);
+  void* vadd = backend.MustKernel(kVector, "vadd", kFloatVector, 1);
+  int32_t n = 100000;
+  auto check_gpu1 = [&](float add) {
+    std::vector<float> a(n, 1), b(n, add), c(n, 0);
+    std::string message;
+    ASSERT_EQ(backend.Run(vadd, VectorArgs(a.data(), b.data(), c.data(), n, 4, "float*"),
+                          Geometry(1, n), &message, 0, 1),
+              ATOLL_OK)
+        << message;
+    for (int32_t i = 0; i < n; i += 997) ASSERT_EQ(c[i], 1 + add) << i;
+  };
+  check_gpu1(2);
+  int32_t m = 256;
+  std::vector<int32_t> out(m, 0);
+  std::string message;
+  EXPECT_EQ(
+      backend.Run(illegal,
+                  {Array(out.data(), m * 4, "int*", ATOLL_BACKEND_ACCESS_WRITE), Scalar(m, "int")},
+                  Geometry(1, m), &message, 0, 0),
+      ATOLL_ABORTED);
+  EXPECT_THAT(message, StartsWith("CUDA_ERROR_ILLEGAL_ADDRESS"));
+  std::printf("GPU 0's faulting request: %s\n", message.c_str());
+  // GPU 1 keeps serving.
+  for (int round = 0; round < 8; ++round) check_gpu1(static_cast<float>(round));
+  std::printf("GPU 1 served 8 requests after GPU 0's fault\n");
+}
+
 TEST_F(CudaGpu, EveryGpuRunsKernels) {
   OpenBackend backend(table(), "{}");
   REQUIRE_GPU(backend);
