@@ -862,8 +862,13 @@ TEST_F(CudaGpu, ConfiguredGpusThatAreMissingAreReported) {
   CheckVadd(some, some.MustKernel(kVector, "vadd", kFloatVector), 100);
 }
 
-// A fault is sticky for its GPU's context only: the other GPUs of the process keep serving.
-TEST_F(CudaGpu, AFaultOnOneGpuLeavesTheOthersServing) {
+// A fault on one GPU, with another GPU in the same process. The CUDA driver measured so far (580)
+// keeps a kernel fault's error for the whole process: the other GPU's next call fails with it too.
+// Until launches run in a worker process per GPU (docs/backends/cuda.md), what must hold is that
+// every later launch on the other GPU completes once, at once, with a status that names the fault
+// and then says to restart atolld; none hangs or returns wrong data. A driver that keeps the other
+// GPU working must get correct results from it.
+TEST_F(CudaGpu, AFaultOnOneGpuAndTheOtherGpu) {
   OpenBackend probe(table(), "{}");
   REQUIRE_GPU(probe);
   if (probe.devices() < 2) GTEST_SKIP() << "one GPU here: this needs two";
@@ -879,19 +884,20 @@ TEST(CudaGpuChild, FaultOnOneGpuBesideAnother) {
   void* illegal = backend.MustKernel(kTesting, "illegal_address", {"int*", "int"}, 0);
   void* vadd = backend.MustKernel(kVector, "vadd", kFloatVector, 1);
   int32_t n = 100000;
-  auto check_gpu1 = [&](float add) {
+  // Runs vadd on GPU 1; returns its status and checks the results when it succeeded.
+  auto on_gpu1 = [&](float add, std::string* message) {
     std::vector<float> a(n, 1), b(n, add), c(n, 0);
-    std::string message;
-    ASSERT_EQ(backend.Run(vadd, VectorArgs(a.data(), b.data(), c.data(), n, 4, "float*"),
-                          Geometry(1, n), &message, 0, 1),
-              ATOLL_OK)
-        << message;
-    for (int32_t i = 0; i < n; i += 997) ASSERT_EQ(c[i], 1 + add) << i;
+    int status = backend.Run(vadd, VectorArgs(a.data(), b.data(), c.data(), n, 4, "float*"),
+                             Geometry(1, n), message, 0, 1);
+    if (status == ATOLL_OK) {
+      for (int32_t i = 0; i < n; i += 997) EXPECT_EQ(c[i], 1 + add) << i;
+    }
+    return status;
   };
-  check_gpu1(2);
+  std::string message;
+  ASSERT_EQ(on_gpu1(2, &message), ATOLL_OK) << message;
   int32_t m = 256;
   std::vector<int32_t> out(m, 0);
-  std::string message;
   EXPECT_EQ(
       backend.Run(illegal,
                   {Array(out.data(), m * 4, "int*", ATOLL_BACKEND_ACCESS_WRITE), Scalar(m, "int")},
@@ -899,9 +905,26 @@ TEST(CudaGpuChild, FaultOnOneGpuBesideAnother) {
       ATOLL_ABORTED);
   EXPECT_THAT(message, StartsWith("CUDA_ERROR_ILLEGAL_ADDRESS"));
   std::printf("GPU 0's faulting request: %s\n", message.c_str());
-  // GPU 1 keeps serving.
-  for (int round = 0; round < 8; ++round) check_gpu1(static_cast<float>(round));
-  std::printf("GPU 1 served 8 requests after GPU 0's fault\n");
+  int first = on_gpu1(3, &message);
+  std::printf("GPU 1's next request: %s\n", first == ATOLL_OK ? "served" : message.c_str());
+  for (int round = 0; round < 8; ++round) {
+    auto begin = std::chrono::steady_clock::now();
+    int status = on_gpu1(static_cast<float>(round), &message);
+    double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+    if (first == ATOLL_OK) {
+      EXPECT_EQ(status, ATOLL_OK) << message;
+    } else {
+      EXPECT_EQ(status, ATOLL_UNAVAILABLE) << message;
+      EXPECT_THAT(message, HasSubstr("CUDA_ERROR_ILLEGAL_ADDRESS"));
+      EXPECT_THAT(message, HasSubstr("restart atolld"));
+      EXPECT_LT(seconds, 1.0) << "a launch on a GPU known to be unusable must fail at once";
+    }
+  }
+  if (first != ATOLL_OK) {
+    EXPECT_TRUE(first == ATOLL_ABORTED || first == ATOLL_UNAVAILABLE) << first;
+    std::printf("GPU 1's later requests: %s\n", message.c_str());
+  }
 }
 
 TEST_F(CudaGpu, EveryGpuRunsKernels) {
