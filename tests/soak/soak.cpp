@@ -66,7 +66,7 @@ void Ready() {
   std::mt19937 rng(seed);
   try {
     const int n = 1 + static_cast<int>(rng() % 50000);
-    atoll::vector<float> a(n, 1.0f), b(n, 2.0f), c(n);
+    atoll::vector<float> a(n, 1.0f), b(n, 2.0f);
     atoll::vector<int> out(n);
     std::vector<std::future<void>> pending;
     switch (stage) {
@@ -78,11 +78,14 @@ void Ready() {
         break;
       }
       case kQueued: {
-        // More long requests than compute units: some queue.
+        // More long requests than compute units: some queue. Each writes its own array: two
+        // requests writing one array at once would be this client's own data race.
         int ms = 30;
+        std::vector<atoll::vector<int>> outs;
+        for (int i = 0; i < 3 * kComputeUnits; ++i) outs.emplace_back(n);
         for (int i = 0; i < 3 * kComputeUnits; ++i) {
           atoll::request fill("testing.fill");
-          fill.arg(out).arg(n).arg(i).arg(ms);
+          fill.arg(outs[i]).arg(n).arg(i).arg(ms);
           pending.push_back(atoll::submit(fill));
         }
         Ready();
@@ -97,11 +100,18 @@ void Ready() {
         break;
       }
       case kCompleting: {
-        atoll::request add("vector.addition");
-        add.arg(a).arg(b).arg(c).arg(n);
+        // 200 requests in flight, a quarter of them additions, each into its own array.
+        std::vector<atoll::vector<float>> sums;
+        std::vector<atoll::request> adds;
+        for (int i = 0; i < 50; ++i) sums.emplace_back(n);
+        for (int i = 0; i < 50; ++i) {
+          adds.emplace_back("vector.addition");
+          adds.back().arg(a).arg(b).arg(sums[i]).arg(n);
+        }
         atoll::request noop("testing.noop");
         for (int round = 0;; ++round) {
-          for (int i = 0; i < 200; ++i) pending.push_back(atoll::submit(i % 4 ? noop : add));
+          for (int i = 0; i < 200; ++i)
+            pending.push_back(atoll::submit(i % 4 ? noop : adds[i / 4]));
           if (round == 0) Ready();
           for (auto& f : pending) f.get();
           pending.clear();
