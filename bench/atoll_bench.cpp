@@ -94,15 +94,6 @@ struct Options {
   int hold_us = 2000;
 };
 
-bool Wants(const Options& o, const std::string& scenario) {
-  return std::find(o.scenarios.begin(), o.scenarios.end(), scenario) != o.scenarios.end();
-}
-
-void Progress(const std::string& line) {
-  std::fprintf(stderr, "%s\n", line.c_str());
-  std::fflush(stderr);
-}
-
 [[noreturn]] void ThrowC(const char* call, atoll_status_code code) {
   throw atoll::error(code, std::string(call) + ": " + atoll_last_error());
 }
@@ -685,7 +676,7 @@ void Rates(const Options& o, Report* report) {
     report->Add(std::move(r));
   }
   for (const char* kind : {"threads", "processes"}) {
-    if (!Wants(o, kind)) continue;
+    if (!Wants(o.scenarios, kind)) continue;
     for (int clients : o.clients) {
       Progress("  testing.noop through atolld, " + std::to_string(clients) + " " + kind);
       RateRun run = std::string(kind) == "threads" ? DaemonNoopThreads(o, clients)
@@ -718,18 +709,6 @@ void Rates(const Options& o, Report* report) {
 
 // CLI11's own list splitting trips GCC 12's -Wnull-dereference inside libstdc++; lists are
 // split here instead.
-std::vector<std::string> SplitCommas(const std::string& text) {
-  std::vector<std::string> items;
-  size_t begin = 0;
-  while (begin <= text.size()) {
-    size_t end = text.find(',', begin);
-    if (end == std::string::npos) end = text.size();
-    if (end > begin) items.push_back(text.substr(begin, end - begin));
-    begin = end + 1;
-  }
-  return items;
-}
-
 std::string DefaultBuildDir() {
   std::error_code ec;
   auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
@@ -853,30 +832,30 @@ int Run(int argc, char** argv) {
   std::fflush(stdout);
 
   Report report;
-  if (Wants(o, "roundtrip")) {
+  if (Wants(o.scenarios, "roundtrip")) {
     Progress("round trip: vector.addition, direct vs C++ API vs C API");
     RoundTrip(o, &report);
   }
-  if (Wants(o, "threads") || Wants(o, "processes")) {
+  if (Wants(o.scenarios, "threads") || Wants(o.scenarios, "processes")) {
     Progress("request rate: testing.noop");
     Rates(o, &report);
   }
 #ifdef ATOLL_BENCH_OPENCL
-  if (Wants(o, "opencl")) {
+  if (Wants(o.scenarios, "opencl")) {
     Progress("OpenCL round trip: vector.addition, direct OpenCL vs Atoll vs the backend alone");
     OpenclRoundTrip(o, &report);
   }
 #endif
   SchedulingOptions scheduling{o.build_dir, o.duration_s, o.hold_us};
-  if (Wants(o, "devices")) {
+  if (Wants(o.scenarios, "devices")) {
     Progress("scheduling: throughput over simulated devices");
     DeviceScaling(scheduling, &report);
   }
-  if (Wants(o, "tenants")) {
+  if (Wants(o.scenarios, "tenants")) {
     Progress("scheduling: two tenants on one device");
     TenantsSharing(scheduling, &report);
   }
-  if (Wants(o, "reprogram")) {
+  if (Wants(o.scenarios, "reprogram")) {
     Progress("scheduling: reprogramming, fair against FIFO");
     Reprogramming(scheduling, &report);
   }
@@ -898,12 +877,7 @@ int Run(int argc, char** argv) {
                              {"socket", socket_path},
                              {"build_dir", o.build_dir}};
     nlohmann::json doc = report.ToJson(machine, date, o.git, config);
-    std::ofstream out(o.json_path);
-    out << doc.dump(2) << "\n";
-    if (!out) {
-      std::fprintf(stderr, "atoll_bench: cannot write '%s'\n", o.json_path.c_str());
-      return 1;
-    }
+    if (!WriteJson(o.json_path, doc, "atoll_bench")) return 1;
     std::fprintf(stderr, "wrote %s\n", o.json_path.c_str());
   }
   return 0;

@@ -76,15 +76,6 @@ struct Options {
   bool quick = false;
 };
 
-bool Wants(const Options& o, const std::string& scenario) {
-  return std::find(o.scenarios.begin(), o.scenarios.end(), scenario) != o.scenarios.end();
-}
-
-void Progress(const std::string& line) {
-  std::fprintf(stderr, "%s\n", line.c_str());
-  std::fflush(stderr);
-}
-
 // ---- The direct baseline: the CUDA driver API in this process ---------------------------------
 
 #define ATL_BENCH_CUDA_FUNCTIONS(X) \
@@ -394,21 +385,6 @@ void MeasureInRounds(const Options& o, int iterations, int warmup, std::vector<V
       v.usage += SampleUsage(o.daemon_pid, SampleAt::kEnd) - before;
     }
   }
-}
-
-Result Make(const std::string& section, const std::string& name, double value,
-            const std::string& unit, double baseline = std::numeric_limits<double>::quiet_NaN(),
-            const std::string& baseline_name = "",
-            nlohmann::json details = nlohmann::json::object()) {
-  Result r;
-  r.section = section;
-  r.name = name;
-  r.value = value;
-  r.unit = unit;
-  r.baseline = baseline;
-  r.baseline_name = baseline_name;
-  r.details = std::move(details);
-  return r;
 }
 
 void CheckSum(const char* what, const float* a, const float* b, const float* c, size_t n) {
@@ -794,18 +770,6 @@ void Rate(const Options& o, Cuda& cu, Report* report) {
                          cpu.elapsed_s, cpu.usage});
 }
 
-std::vector<std::string> SplitCommas(const std::string& text) {
-  std::vector<std::string> items;
-  size_t begin = 0;
-  while (begin <= text.size()) {
-    size_t end = text.find(',', begin);
-    if (end == std::string::npos) end = text.size();
-    if (end > begin) items.push_back(text.substr(begin, end - begin));
-    begin = end + 1;
-  }
-  return items;
-}
-
 int Run(int argc, char** argv) {
   Options o;
   CLI::App app{
@@ -861,15 +825,15 @@ int Run(int argc, char** argv) {
               machine.loadavg.c_str());
   std::fflush(stdout);
   Report report;
-  if (Wants(o, "roundtrip")) {
+  if (Wants(o.scenarios, "roundtrip")) {
     Progress("(a) round trip: vector.addition 1024 floats, direct CUDA vs atolld");
     RoundTrip(o, cu, &report);
   }
-  if (Wants(o, "bandwidth")) {
+  if (Wants(o.scenarios, "bandwidth")) {
     Progress("(b) bandwidth: " + std::to_string(o.big_mib) + " MiB, pinned vs pageable vs atolld");
     Bandwidth(o, cu, &report);
   }
-  if (Wants(o, "rate")) {
+  if (Wants(o.scenarios, "rate")) {
     Progress("(c) request rate: testing.cuda.noop");
     Rate(o, cu, &report);
   }
@@ -889,12 +853,7 @@ int Run(int argc, char** argv) {
                              {"daemon_cuda_config", o.daemon_config},
                              {"quick", o.quick}};
     nlohmann::json doc = report.ToJson(machine, date, o.git, config);
-    std::ofstream out(o.json_path);
-    out << doc.dump(2) << "\n";
-    if (!out) {
-      std::fprintf(stderr, "atoll_cuda_bench: cannot write '%s'\n", o.json_path.c_str());
-      return 1;
-    }
+    if (!WriteJson(o.json_path, doc, "atoll_cuda_bench")) return 1;
   }
   return 0;
 }

@@ -128,4 +128,10 @@ std::string LoadAverage();
 // The current time as ISO 8601 UTC ("2024-05-01T12:00:00Z").
 std::string UtcNow();
 
+// The benchmark programs' command lines: "a,b,,c" -> {"a", "b", "c"}; whether `scenarios` holds
+// `scenario`; a progress line on stderr, flushed at once.
+std::vector<std::string> SplitCommas(const std::string& text);
+bool Wants(const std::vector<std::string>& scenarios, const std::string& scenario);
+void Progress(const std::string& line);
+
 }  // namespace atl::bench

@@ -94,39 +94,6 @@ struct Options {
   bool quick = false;
 };
 
-bool Wants(const Options& o, const std::string& scenario) {
-  return std::find(o.scenarios.begin(), o.scenarios.end(), scenario) != o.scenarios.end();
-}
-
-void Progress(const std::string& line) {
-  std::fprintf(stderr, "%s\n", line.c_str());
-  std::fflush(stderr);
-}
-
-std::vector<std::string> SplitCommas(const std::string& text) {
-  std::vector<std::string> items;
-  std::stringstream stream(text);
-  std::string item;
-  while (std::getline(stream, item, ',')) {
-    if (!item.empty()) items.push_back(item);
-  }
-  return items;
-}
-
-Result Make(const std::string& section, const std::string& name, double value,
-            const std::string& unit, double baseline = std::numeric_limits<double>::quiet_NaN(),
-            const std::string& baseline_name = "", json details = json::object()) {
-  Result r;
-  r.section = section;
-  r.name = name;
-  r.value = value;
-  r.unit = unit;
-  r.baseline = baseline;
-  r.baseline_name = baseline_name;
-  r.details = std::move(details);
-  return r;
-}
-
 double Seconds(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
@@ -841,11 +808,11 @@ int Run(int argc, char** argv) {
   std::fflush(stdout);
   Report report;
   json runs = json::array();
-  if (Wants(o, "scaling")) {
+  if (Wants(o.scenarios, "scaling")) {
     Progress("(a) scaling over 1..." + std::to_string(present) + " GPU(s)");
     Scaling(o, folder.path, repository, present, &report, &runs);
   }
-  if (Wants(o, "gpu-tenants")) {
+  if (Wants(o.scenarios, "gpu-tenants")) {
     Progress("(b) two tenants, weights 1:1 then 1:3, on all GPUs");
     Tenants(o, folder.path, repository, present, &report, &runs);
   }
@@ -868,12 +835,7 @@ int Run(int argc, char** argv) {
                    {"quick", o.quick}};
     json doc = report.ToJson(machine, date, o.git, config);
     doc["runs"] = runs;
-    std::ofstream out(o.json_path);
-    out << doc.dump(2) << "\n";
-    if (!out) {
-      std::fprintf(stderr, "multi_gpu_bench: cannot write '%s'\n", o.json_path.c_str());
-      return 1;
-    }
+    if (!WriteJson(o.json_path, doc, "multi_gpu_bench")) return 1;
   }
   return 0;
 }

@@ -1,6 +1,7 @@
 #include "report.h"
 
 #include <cmath>
+#include <fstream>
 
 namespace atl::bench {
 
@@ -128,6 +129,30 @@ nlohmann::json Report::ToJson(const MachineInfo& machine, const std::string& dat
   }
   doc["diagnostics"] = std::move(diagnostics);
   return doc;
+}
+
+Result Make(const std::string& section, const std::string& name, double value,
+            const std::string& unit, double baseline, const std::string& baseline_name,
+            nlohmann::json details) {
+  Result r;
+  r.section = section;
+  r.name = name;
+  r.value = value;
+  r.unit = unit;
+  r.baseline = baseline;
+  r.baseline_name = baseline_name;
+  r.details = std::move(details);
+  return r;
+}
+
+bool WriteJson(const std::string& path, const nlohmann::json& doc, const char* program) {
+  std::ofstream out(path);
+  out << doc.dump(2) << "\n";
+  if (!out) {
+    std::fprintf(stderr, "%s: cannot write '%s'\n", program, path.c_str());
+    return false;
+  }
+  return true;
 }
 
 }  // namespace atl::bench

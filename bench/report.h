@@ -39,6 +39,16 @@ struct Diagnostic {
   Usage delta;  // after minus before
 };
 
+// A result row; NaN baseline marks a row that is itself a baseline.
+Result Make(const std::string& section, const std::string& name, double value,
+            const std::string& unit, double baseline = std::numeric_limits<double>::quiet_NaN(),
+            const std::string& baseline_name = "",
+            nlohmann::json details = nlohmann::json::object());
+
+// Writes `doc` to `path`, pretty-printed; on failure says so on stderr as `program` and returns
+// false.
+bool WriteJson(const std::string& path, const nlohmann::json& doc, const char* program);
+
 class Report {
  public:
   void Add(Result result) { results_.push_back(std::move(result)); }
