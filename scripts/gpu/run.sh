@@ -52,6 +52,24 @@ export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   echo "source: $(git -C "$root" describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)"
 } | tee "$work/machine.txt"
 
+# excerpt TITLE STATUS LOG SED_SCRIPT LINES: the part of a benchmark's log the summary shows: what
+# SED_SCRIPT prints when it succeeded, else its last LINES lines.
+excerpt() {
+  echo "$1 (exit $2):"
+  if [ "$2" -eq 0 ]; then sed -n "$4" "$3"; else tail -"$5" "$3"; fi
+}
+
+# finish JSON STATUS: hands work/summary.txt, work/JSON and every log (gpu-results.tar.gz) to
+# OUT_DIR, prints the summary and exits with STATUS.
+finish() {
+  cp "$work/summary.txt" "$out/summary.txt"
+  [ -f "$work/$1" ] && cp "$work/$1" "$out/$1"
+  tar -C "$work" -czf "$out/gpu-results.tar.gz" .
+  rm -rf "$work"
+  cat "$out/summary.txt"
+  exit "$2"
+}
+
 # The multi-GPU benchmark alone.
 if [ $multi_gpu -eq 1 ]; then
   echo "=== multi-GPU benchmark" >&2
@@ -61,19 +79,10 @@ if [ $multi_gpu -eq 1 ]; then
   {
     cat "$work/machine.txt"
     echo
-    echo "multi-GPU benchmark (exit $multi_status):"
-    if [ $multi_status -eq 0 ]; then
-      sed -n '/^multi_gpu_bench /p; /^(a) Scaling\|^(b) Tenants/,$p' "$work/multi_gpu.log"
-    else
-      tail -40 "$work/multi_gpu.log"
-    fi
+    excerpt "multi-GPU benchmark" $multi_status "$work/multi_gpu.log" \
+      '/^multi_gpu_bench /p; /^(a) Scaling\|^(b) Tenants/,$p' 40
   } >"$work/summary.txt"
-  cp "$work/summary.txt" "$out/summary.txt"
-  [ -f "$work/multi_gpu.json" ] && cp "$work/multi_gpu.json" "$out/multi_gpu.json"
-  tar -C "$work" -czf "$out/gpu-results.tar.gz" .
-  rm -rf "$work"
-  cat "$out/summary.txt"
-  exit $multi_status
+  finish multi_gpu.json $multi_status
 fi
 
 failed=0
@@ -118,26 +127,12 @@ zero_copy_status=$?
   echo
   printf '%s\n' "${summary[@]}"
   echo
-  echo "benchmarks (exit $bench_status):"
-  if [ $bench_status -eq 0 ]; then sed -n '/^(a)/,$p' "$work/bench.log"; else tail -40 "$work/bench.log"; fi
+  excerpt "benchmarks" $bench_status "$work/bench.log" '/^(a)/,$p' 40
   echo
-  echo "request rate with 16 streams (exit $rate_status):"
-  if [ $rate_status -eq 0 ]; then
-    sed -n '/^(c)/,$p' "$work/bench_rate_16_streams.log"
-  else
-    tail -20 "$work/bench_rate_16_streams.log"
-  fi
+  excerpt "request rate with 16 streams" $rate_status "$work/bench_rate_16_streams.log" \
+    '/^(c)/,$p' 20
   echo
-  echo "round trip with zero_copy_bytes 65536 (exit $zero_copy_status):"
-  if [ $zero_copy_status -eq 0 ]; then
-    sed -n '/^(a) Round/,/^floor/p' "$work/bench_roundtrip_zero_copy.log"
-  else
-    tail -20 "$work/bench_roundtrip_zero_copy.log"
-  fi
+  excerpt "round trip with zero_copy_bytes 65536" $zero_copy_status \
+    "$work/bench_roundtrip_zero_copy.log" '/^(a) Round/,/^floor/p' 20
 } >"$work/summary.txt"
-cp "$work/summary.txt" "$out/summary.txt"
-[ -f "$work/bench.json" ] && cp "$work/bench.json" "$out/bench.json"
-tar -C "$work" -czf "$out/gpu-results.tar.gz" .
-rm -rf "$work"
-cat "$out/summary.txt"
-exit $((failed | bench_status))
+finish bench.json $((failed | bench_status))
