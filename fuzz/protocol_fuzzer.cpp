@@ -78,7 +78,8 @@ struct Fixture {
         std::perror("fuzz_protocol: memfd");
         std::abort();
       }
-      auto mapped = MappedBuffer::Map(atl::UniqueFd(fd), sizes[i]);
+      atl::UniqueFd owned(fd);
+      auto mapped = MappedBuffer::Map(owned.get(), sizes[i]);
       if (!mapped.ok()) std::abort();
       buffers[i + 1] = *mapped;
     }

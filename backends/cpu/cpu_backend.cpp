@@ -206,7 +206,18 @@ std::string ParseConfig(const char* text, Config* config) {
   return "";
 }
 
-int Open(const char* config_json, void** backend, char* error, size_t error_size) {
+std::string NoSuchDevice(size_t devices, uint32_t device) {
+  return "device " + std::to_string(device) + " does not exist: the cpu backend has " +
+         std::to_string(devices) + " (set \"devices\" in its configuration)";
+}
+
+std::string NoSuchDevice(const Backend& backend, uint32_t device) {
+  return NoSuchDevice(backend.devices.size(), device);
+}
+
+// Opens every configured device, or only device `*only` (then number 0; see open_device).
+int OpenDevices(const char* config_json, const uint32_t* only, uint32_t* device_total,
+                void** backend, char* error, size_t error_size) {
   if (backend == nullptr) {
     return Fail(error, error_size, ATOLL_INVALID_ARGUMENT, "open: `backend` is NULL");
   }
@@ -219,19 +230,27 @@ int Open(const char* config_json, void** backend, char* error, size_t error_size
       return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
                   "cpu backend configuration: " + problem);
     }
+    if (device_total != nullptr) *device_total = config.devices;
+    if (only != nullptr && *only >= config.devices) {
+      return Fail(error, error_size, ATOLL_NOT_FOUND,
+                  "open_device: " + NoSuchDevice(config.devices, *only));
+    }
     auto opened = std::make_unique<Backend>();
     opened->host = ReadHostInfo();
     opened->binaries_at_once = config.binaries_at_once;
     opened->program_delay_ms = config.program_delay_ms;
     opened->compute_units_by_manifest = config.compute_units_by_manifest;
-    opened->devices.resize(config.devices);
-    for (uint32_t d = 0; d < config.devices; ++d) {
-      opened->devices[d].platform_name = config.platform_names.empty() ? opened->host.machine
+    const uint32_t first = only != nullptr ? *only : 0;
+    const uint32_t count = only != nullptr ? 1 : config.devices;
+    opened->devices.resize(count);
+    for (uint32_t i = 0; i < count; ++i) {
+      const uint32_t d = first + i;  // the device's number among all configured ones
+      opened->devices[i].platform_name = config.platform_names.empty() ? opened->host.machine
                                          : config.platform_names.size() == 1
                                              ? config.platform_names[0]
                                              : config.platform_names[d];
       for (uint32_t c = 0; c < config.compute_units; ++c) {
-        opened->devices[d].compute_units.push_back(
+        opened->devices[i].compute_units.push_back(
             std::make_unique<ComputeUnit>("atoll-cpu" + std::to_string(d) + "." + std::to_string(c),
                                           int64_t{config.spin_us} * 1000));
       }
@@ -248,16 +267,20 @@ int Open(const char* config_json, void** backend, char* error, size_t error_size
   }
 }
 
+int Open(const char* config_json, void** backend, char* error, size_t error_size) {
+  return OpenDevices(config_json, nullptr, nullptr, backend, error, error_size);
+}
+
+int OpenDevice(const char* config_json, uint32_t device, uint32_t* device_total, void** backend,
+               char* error, size_t error_size) {
+  return OpenDevices(config_json, &device, device_total, backend, error, error_size);
+}
+
 void Close(void* backend) { delete static_cast<Backend*>(backend); }
 
 uint32_t DeviceCount(void* backend) {
   if (backend == nullptr) return 0;
   return static_cast<uint32_t>(static_cast<Backend*>(backend)->devices.size());
-}
-
-std::string NoSuchDevice(const Backend& backend, uint32_t device) {
-  return "device " + std::to_string(device) + " does not exist: the cpu backend has " +
-         std::to_string(backend.devices.size()) + " (set \"devices\" in its configuration)";
 }
 
 int DeviceInfo(void* backend, uint32_t device, atoll_backend_device_info_v1* info, char* error,
@@ -498,6 +521,8 @@ extern "C" ATOLL_BACKEND_EXPORT const atoll_backend_v1* atoll_backend_get_v1(voi
       // Kernels read client memory in place, so there is nothing to pin.
       .register_memory = nullptr,
       .unregister_memory = nullptr,
+      .open_device = atl::cpu::OpenDevice,
+      .isolate_by_default = 0,
   };
   return &table;
 }

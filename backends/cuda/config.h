@@ -24,6 +24,9 @@ struct Config {
   std::string jit_cache_dir;  // "": PTX builds are cached in memory only
   std::string driver_library = "libcuda.so.1";
   std::string nvml_library = "libnvidia-ml.so.1";
+  // Not a configuration field: set when the backend runs one GPU in a process of its own
+  // (open_device), where a GPU that cannot recover ends the process and atolld starts another.
+  bool own_process = false;
 
   uint32_t EffectiveCompletionThreads() const {
     if (completion_threads != 0) return completion_threads < streams ? completion_threads : streams;

@@ -66,7 +66,9 @@ std::string NoSuchDevice(const Backend& backend, uint32_t device) {
   return text;
 }
 
-int Open(const char* config_json, void** backend, char* error, size_t error_size) {
+// Opens every configured GPU, or only the `*only`-th of them (then number 0; see open_device).
+int OpenDevices(const char* config_json, const uint32_t* only, uint32_t* device_total,
+                void** backend, char* error, size_t error_size) {
   if (backend == nullptr) {
     return Fail(error, error_size, ATOLL_INVALID_ARGUMENT, "open: `backend` is NULL");
   }
@@ -78,6 +80,7 @@ int Open(const char* config_json, void** backend, char* error, size_t error_size
       return Fail(error, error_size, ATOLL_INVALID_ARGUMENT,
                   "cuda backend configuration: " + problem);
     }
+    opened->config.own_process = only != nullptr;
     const Config& config = opened->config;
     opened->nvml = std::make_unique<Nvml>(config.nvml_library);
     opened->jit = std::make_unique<JitCache>(config.jit_cache_dir);
@@ -111,6 +114,18 @@ int Open(const char* config_json, void** backend, char* error, size_t error_size
       } else {
         for (int ordinal = 0; ordinal < count; ++ordinal) ordinals.push_back(ordinal);
       }
+      if (device_total != nullptr) *device_total = static_cast<uint32_t>(ordinals.size());
+      if (only != nullptr) {
+        if (*only >= ordinals.size()) {
+          return Fail(error, error_size, ATOLL_NOT_FOUND,
+                      "open_device: GPU " + std::to_string(*only) +
+                          " does not exist: the cuda "
+                          "backend has " +
+                          std::to_string(ordinals.size()) +
+                          (opened->problem.empty() ? "" : " (" + opened->problem + ")"));
+        }
+        ordinals = {ordinals[*only]};
+      }
       for (int ordinal : ordinals) {
         auto device = std::make_unique<Device>(
             *opened->driver, opened->config, opened->registry.get(), opened->jit.get(),
@@ -123,6 +138,12 @@ int Open(const char* config_json, void** backend, char* error, size_t error_size
         }
         opened->devices.push_back(std::move(device));
       }
+    }
+    if (only != nullptr && opened->devices.empty()) {
+      // No driver or no GPU: NOT_FOUND, as for a device past the last; else the GPU failed.
+      const bool none = device_total != nullptr && *device_total == 0;
+      return Fail(error, error_size, none ? ATOLL_NOT_FOUND : ATOLL_UNAVAILABLE,
+                  "open_device: " + opened->problem);
     }
     if (!opened->problem.empty()) {
       // atolld logs what open returns only on failure; a missing GPU is not one, so say it here.
@@ -137,6 +158,16 @@ int Open(const char* config_json, void** backend, char* error, size_t error_size
     return Fail(error, error_size, ATOLL_RESOURCE_EXHAUSTED,
                 std::string("cuda backend: cannot start its threads: ") + e.what());
   }
+}
+
+int Open(const char* config_json, void** backend, char* error, size_t error_size) {
+  return OpenDevices(config_json, nullptr, nullptr, backend, error, error_size);
+}
+
+int OpenDevice(const char* config_json, uint32_t device, uint32_t* device_total, void** backend,
+               char* error, size_t error_size) {
+  if (device_total != nullptr) *device_total = 0;
+  return OpenDevices(config_json, &device, device_total, backend, error, error_size);
 }
 
 void Close(void* backend) { delete static_cast<Backend*>(backend); }
@@ -313,6 +344,9 @@ extern "C" ATOLL_BACKEND_EXPORT const atoll_backend_v1* atoll_backend_get_v1(voi
       .launch = atl::cuda::Launch,
       .register_memory = atl::cuda::RegisterMemory,
       .unregister_memory = atl::cuda::UnregisterMemory,
+      .open_device = atl::cuda::OpenDevice,
+      // A kernel fault poisons every context of the process: a process per GPU contains it.
+      .isolate_by_default = 1,
   };
   return &table;
 }

@@ -274,7 +274,14 @@ void Device::Release() {
 }
 
 int Device::Info(const Nvml& nvml, atoll_backend_device_info_v1* info, std::string* error) const {
-  (void)error;
+  {
+    // A lost GPU says so: in a process of its own (open_device), that process is then replaced.
+    std::lock_guard<std::mutex> state(state_mutex_);
+    if (!lost_.empty()) {
+      *error = lost_;
+      return ATOLL_UNAVAILABLE;
+    }
+  }
   auto copy = [](char* destination, size_t size, const std::string& text) {
     size_t length = std::min(size - 1, text.size());
     std::memcpy(destination, text.data(), length);
@@ -746,8 +753,11 @@ void Device::Recover(const Fault& fault) {
     if (problem.empty()) {
       after = "the GPU's context was rebuilt and later requests run normally";
     } else {
-      after = "the CUDA driver cannot recover this process from it (" + problem +
-              "), so the GPU takes no more requests until atolld restarts";
+      after = "the CUDA driver cannot recover this process from it (" + problem + "), so " +
+              (config_.own_process
+                   ? std::string("atolld replaces the GPU's process; later requests run there")
+                   : std::string("the GPU takes no more requests until atolld restarts (with "
+                                 "\"isolate\": \"device\" atolld restarts the GPU alone)"));
     }
     const std::string count = std::to_string(failed.size());
     for (Record* record : failed) {
@@ -760,8 +770,9 @@ void Device::Recover(const Fault& fault) {
     std::lock_guard<std::mutex> state(state_mutex_);
     if (!problem.empty()) {
       lost_ = Describe() + " is unusable after " + cu_.ErrorName(fault.result) +
-              ": the CUDA driver keeps that error for the rest of the process (" + problem +
-              "); restart atolld to use the GPU again";
+              ": the CUDA driver keeps that error for the rest of the process (" + problem + ")" +
+              (config_.own_process ? std::string()
+                                   : std::string("; restart atolld to use the GPU again"));
       std::fprintf(stderr, "atoll cuda backend: %s\n", lost_.c_str());
     }
     recovering_ = false;

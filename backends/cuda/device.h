@@ -227,7 +227,7 @@ class Device {
   CUcontext context_ = nullptr;
   bool context_retained_ = false;
 
-  std::mutex state_mutex_;
+  mutable std::mutex state_mutex_;
   std::condition_variable state_changed_;
   bool recovering_ = false;  // GUARDED_BY(state_mutex_)
   bool closing_ = false;     // GUARDED_BY(state_mutex_)

@@ -1699,6 +1699,9 @@ extern "C" ATOLL_BACKEND_EXPORT const atoll_backend_v1* atoll_backend_get_v1(voi
       // ahead of time.
       .register_memory = nullptr,
       .unregister_memory = nullptr,
+      // Not yet: a process per device would hold its own OpenCL context per device.
+      .open_device = nullptr,
+      .isolate_by_default = 0,
   };
   return &table;
 }

@@ -144,7 +144,28 @@ typedef struct atoll_backend_v1 {
   int (*register_memory)(void* backend, void* data, uint64_t size_bytes, char* error,
                          size_t error_size);
   void (*unregister_memory)(void* backend, void* data);
+
+  /* Fields below were appended within ABI version 2: the daemon reads them only when the table's
+   * struct_size covers them, so plugins built before them still load. */
+
+  /* Optional (NULL when the backend cannot): opens the backend like `open`, but with only device
+   * `device` of those `open` would enumerate; that device is then number 0 (device_count is 1).
+   * Writes how many devices `open` would enumerate into `*device_total`, also when `device` is
+   * past them: then it returns ATOLL_NOT_FOUND and opens nothing. The daemon calls it in a
+   * process of its own per device (atoll-backend-host), so a fault that poisons a process, as a
+   * CUDA kernel fault does, takes down one device's process, which the daemon restarts. In such a
+   * process, device_info returning ATOLL_UNAVAILABLE means the device can no longer run kernels:
+   * the process ends and the daemon starts a fresh one. */
+  int (*open_device)(const char* config_json, uint32_t device, uint32_t* device_total,
+                     void** backend, char* error, size_t error_size);
+  /* Nonzero: the daemon runs each device in its own process unless its configuration says
+   * `"isolate": "none"`. For backends whose faults outlive the request (CUDA). */
+  uint32_t isolate_by_default;
 } atoll_backend_v1;
+
+/* The smallest table the daemon accepts: every field up to unregister_memory. */
+#define ATOLL_BACKEND_V1_MIN_SIZE \
+  (offsetof(atoll_backend_v1, unregister_memory) + sizeof(void (*)(void*, void*)))
 
 /* The one symbol a backend exports. Returns a table with static lifetime. */
 typedef const atoll_backend_v1* (*atoll_backend_get_v1_fn)(void);

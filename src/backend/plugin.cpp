@@ -3,7 +3,10 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <functional>
+
+#include "backend/isolated_plugin.h"
 
 namespace atl::backend {
 
@@ -15,27 +18,41 @@ Status FromAbi(int code, const char* message, const std::string& context) {
   return Status(CodeFromInt(code), context + ": " + (message[0] ? message : "unknown error"));
 }
 
+// Whether the table, as its plugin was built, reaches the field that ends at `end`.
+bool Covers(const atoll_backend_v1* table, size_t end) { return table->struct_size >= end; }
+
 }  // namespace
 
-StatusOr<std::unique_ptr<Plugin>> Plugin::Load(const std::filesystem::path& path,
-                                               const std::string& config_json) {
-  std::unique_ptr<Plugin> plugin(new Plugin());
-  plugin->path_ = path;
-  plugin->library_ = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (plugin->library_ == nullptr) {
+decltype(atoll_backend_v1::open_device) Library::open_device() const {
+  return Covers(table, offsetof(atoll_backend_v1, open_device) + sizeof(table->open_device))
+             ? table->open_device
+             : nullptr;
+}
+
+bool Library::isolate_by_default() const {
+  return Covers(table, offsetof(atoll_backend_v1, isolate_by_default) +
+                           sizeof(table->isolate_by_default)) &&
+         table->isolate_by_default != 0;
+}
+
+StatusOr<Library> LoadLibrary(const std::filesystem::path& path) {
+  Library library;
+  library.path = path;
+  library.handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (library.handle == nullptr) {
     const char* why = ::dlerror();
     return FailedPreconditionError("cannot load backend plugin '" + path.string() +
                                    "': " + (why ? why : "dlopen failed"));
   }
   auto get =
-      reinterpret_cast<atoll_backend_get_v1_fn>(::dlsym(plugin->library_, ATOLL_BACKEND_ENTRY_V1));
+      reinterpret_cast<atoll_backend_get_v1_fn>(::dlsym(library.handle, ATOLL_BACKEND_ENTRY_V1));
   if (get == nullptr) {
     return FailedPreconditionError("'" + path.string() + "' is not an Atoll backend: it does " +
                                    "not export " ATOLL_BACKEND_ENTRY_V1);
   }
   const atoll_backend_v1* table = get();
   if (table == nullptr || table->abi_version != ATOLL_BACKEND_ABI_VERSION ||
-      table->struct_size < sizeof(atoll_backend_v1)) {
+      table->struct_size < ATOLL_BACKEND_V1_MIN_SIZE) {
     return FailedPreconditionError(
         "backend plugin '" + path.string() + "' was built for backend ABI version " +
         std::to_string(table ? table->abi_version : 0) + " (table of " +
@@ -48,25 +65,44 @@ StatusOr<std::unique_ptr<Plugin>> Plugin::Load(const std::filesystem::path& path
     return FailedPreconditionError("backend plugin '" + path.string() +
                                    "' leaves required functions of its table empty");
   }
-  plugin->table_ = table;
-  plugin->name_ = table->name;
+  library.table = table;
+  return library;
+}
+
+StatusOr<std::unique_ptr<LoadedPlugin>> LoadedPlugin::Open(const Library& library,
+                                                           const std::string& config_json,
+                                                           std::optional<uint32_t> device,
+                                                           uint32_t* device_total) {
+  std::unique_ptr<LoadedPlugin> plugin(new LoadedPlugin());
+  plugin->path_ = library.path;
+  plugin->name_ = library.table->name;
   char error[kErrorBytes] = "";
-  int rc = table->open(config_json.c_str(), &plugin->backend_, error, sizeof(error));
-  if (rc != 0) {
-    plugin->table_ = nullptr;  // nothing to close
-    return FromAbi(rc, error, "backend '" + plugin->name_ + "' failed to open");
+  int rc = 0;
+  if (device.has_value()) {
+    auto open_device = library.open_device();
+    if (open_device == nullptr) {
+      return FailedPreconditionError("backend '" + plugin->name_ +
+                                     "' cannot open one device alone (its plugin has no "
+                                     "open_device): set \"isolate\": \"none\" for it");
+    }
+    uint32_t total = 0;
+    rc = open_device(config_json.c_str(), *device, &total, &plugin->backend_, error, sizeof(error));
+    if (device_total != nullptr) *device_total = total;
+  } else {
+    rc = library.table->open(config_json.c_str(), &plugin->backend_, error, sizeof(error));
   }
+  if (rc != 0) return FromAbi(rc, error, "backend '" + plugin->name_ + "' failed to open");
+  plugin->table_ = library.table;
   return plugin;
 }
 
-Plugin::~Plugin() {
+LoadedPlugin::~LoadedPlugin() {
   if (table_ != nullptr && backend_ != nullptr) table_->close(backend_);
-  // Plugins stay mapped: a backend's threads or atexit handlers may still reference its code.
 }
 
-uint32_t Plugin::device_count() const { return table_->device_count(backend_); }
+uint32_t LoadedPlugin::device_count() const { return table_->device_count(backend_); }
 
-StatusOr<atoll_backend_device_info_v1> Plugin::DeviceInfo(uint32_t device) const {
+StatusOr<atoll_backend_device_info_v1> LoadedPlugin::DeviceInfo(uint32_t device) const {
   atoll_backend_device_info_v1 info{};
   info.struct_size = sizeof(info);
   char error[kErrorBytes] = "";
@@ -75,8 +111,8 @@ StatusOr<atoll_backend_device_info_v1> Plugin::DeviceInfo(uint32_t device) const
   return info;
 }
 
-StatusOr<void*> Plugin::Program(uint32_t device, const std::string& binary_path,
-                                const std::string& build_options) const {
+StatusOr<void*> LoadedPlugin::Program(uint32_t device, const std::string& binary_path,
+                                      const std::string& build_options) const {
   void* program = nullptr;
   char error[kErrorBytes] = "";
   int rc = table_->program(backend_, device, binary_path.c_str(), build_options.c_str(), &program,
@@ -88,10 +124,12 @@ StatusOr<void*> Plugin::Program(uint32_t device, const std::string& binary_path,
   return program;
 }
 
-void Plugin::ReleaseProgram(void* program) const { table_->release_program(backend_, program); }
+void LoadedPlugin::ReleaseProgram(void* program) const {
+  table_->release_program(backend_, program);
+}
 
-StatusOr<void*> Plugin::Kernel(void* program, const std::string& name,
-                               const std::vector<const char*>& arg_types) const {
+StatusOr<void*> LoadedPlugin::Kernel(void* program, const std::string& name,
+                                     const std::vector<const char*>& arg_types) const {
   void* kernel = nullptr;
   char error[kErrorBytes] = "";
   int rc = table_->kernel(backend_, program, name.c_str(), arg_types.data(),
@@ -100,10 +138,10 @@ StatusOr<void*> Plugin::Kernel(void* program, const std::string& name,
   return kernel;
 }
 
-Status Plugin::Launch(uint32_t device, uint32_t compute_unit, void* kernel,
-                      const atoll_backend_arg_v1* args, uint32_t arg_count,
-                      const atoll_backend_geometry_v1& geometry, atoll_backend_done_fn done,
-                      void* user) const {
+Status LoadedPlugin::Launch(uint32_t device, uint32_t compute_unit, void* kernel,
+                            const atoll_backend_arg_v1* args, uint32_t arg_count,
+                            const atoll_backend_geometry_v1& geometry, atoll_backend_done_fn done,
+                            void* user) const {
   char error[kErrorBytes] = "";
   int rc = table_->launch(backend_, device, compute_unit, kernel, args, arg_count, &geometry, done,
                           user, error, sizeof(error));
@@ -112,7 +150,8 @@ Status Plugin::Launch(uint32_t device, uint32_t compute_unit, void* kernel,
   return OkStatus();
 }
 
-Status Plugin::RegisterMemory(void* data, uint64_t size_bytes) const {
+Status LoadedPlugin::RegisterMemory(void* data, uint64_t size_bytes, int fd) const {
+  (void)fd;  // the mapping is in this process
   if (table_->register_memory == nullptr) return OkStatus();
   char error[kErrorBytes] = "";
   int rc = table_->register_memory(backend_, data, size_bytes, error, sizeof(error));
@@ -120,14 +159,14 @@ Status Plugin::RegisterMemory(void* data, uint64_t size_bytes) const {
   return OkStatus();
 }
 
-void Plugin::UnregisterMemory(void* data) const {
+void LoadedPlugin::UnregisterMemory(void* data) const {
   if (table_->unregister_memory != nullptr) table_->unregister_memory(backend_, data);
 }
 
 std::vector<std::unique_ptr<Plugin>> LoadPlugins(
     const std::vector<std::filesystem::path>& dirs,
-    const std::function<std::string(const std::string&)>& config_for,
-    std::vector<std::string>* problems) {
+    const std::function<PluginSettings(const std::string&)>& settings_for,
+    const std::filesystem::path& host_program, std::vector<std::string>* problems) {
   std::vector<std::filesystem::path> files;
   for (const auto& dir : dirs) {
     std::error_code ec;
@@ -148,21 +187,39 @@ std::vector<std::unique_ptr<Plugin>> LoadPlugins(
   for (const auto& file : files) {
     // libatoll_backend_cpu.so -> "cpu": the configuration key, known before the plugin loads.
     std::string stem = file.stem().string().substr(std::string("libatoll_backend_").size());
-    std::string config = config_for(stem);
-    if (config.empty()) continue;  // disabled in the configuration
-    auto plugin = Plugin::Load(file, config);
-    if (!plugin.ok()) {
-      problems->push_back(plugin.status().message());
+    PluginSettings settings = settings_for(stem);
+    if (!settings.enabled) continue;
+    auto library = LoadLibrary(file);
+    if (!library.ok()) {
+      problems->push_back(library.status().message());
       continue;
     }
+    std::string name = library->table->name;
     bool duplicate = std::any_of(plugins.begin(), plugins.end(),
-                                 [&](const auto& p) { return p->name() == (*plugin)->name(); });
+                                 [&](const auto& p) { return p->name() == name; });
     if (duplicate) {
-      problems->push_back("backend '" + (*plugin)->name() + "' from '" + file.string() +
+      problems->push_back("backend '" + name + "' from '" + file.string() +
                           "' is already loaded from another folder; skipped");
       continue;
     }
-    plugins.push_back(std::move(plugin).value());
+    bool isolate = settings.isolate.value_or(library->isolate_by_default());
+    if (!isolate && settings.launch_timeout_ms != 0) {
+      problems->push_back("backend '" + name +
+                          "': launch_timeout_ms needs a process per device (\"isolate\": "
+                          "\"device\"); it is ignored");
+    }
+    Status opened = OkStatus();
+    if (isolate) {
+      auto plugin = IsolatedPlugin::Start(*library, settings.config_json, host_program,
+                                          settings.launch_timeout_ms);
+      if (plugin.ok()) plugins.push_back(std::move(plugin).value());
+      opened = plugin.status();
+    } else {
+      auto plugin = LoadedPlugin::Open(*library, settings.config_json);
+      if (plugin.ok()) plugins.push_back(std::move(plugin).value());
+      opened = plugin.status();
+    }
+    if (!opened.ok()) problems->push_back(opened.message());
   }
   return plugins;
 }

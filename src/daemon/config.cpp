@@ -278,6 +278,27 @@ StatusOr<Config> ParseConfig(const std::string& json_text) {
       if (settings.contains("enabled") && !settings["enabled"].is_boolean()) {
         return FieldError("backends." + name + ".enabled", "must be true or false");
       }
+      // The daemon's own settings of a backend, taken out before the plugin sees the rest.
+      if (settings.contains("isolate") &&
+          (!settings["isolate"].is_string() ||
+           (settings["isolate"] != "device" && settings["isolate"] != "none"))) {
+        return FieldError("backends." + name + ".isolate",
+                          "must be \"device\" (a process per device) or \"none\" (devices run "
+                          "inside atolld)");
+      }
+      if (settings.contains("launch_timeout_ms")) {
+        const json& t = settings["launch_timeout_ms"];
+        if (!t.is_number_unsigned() || t.get<uint64_t>() > 86400000) {
+          return FieldError("backends." + name + ".launch_timeout_ms",
+                            "must be a whole number of milliseconds from 0 (no limit) to "
+                            "86400000");
+        }
+        if (settings.value("isolate", "device") == "none" && t.get<uint64_t>() != 0) {
+          return FieldError("backends." + name + ".launch_timeout_ms",
+                            "needs \"isolate\": \"device\": only a device's own process can "
+                            "be stopped in the middle of a kernel");
+        }
+      }
       c.backends[name] = settings.dump();
     }
   }

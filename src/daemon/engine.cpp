@@ -425,11 +425,11 @@ void Engine::Reply(const std::shared_ptr<Session>& session, uint64_t request_id,
   session->Send(message);
 }
 
-void Engine::RegisterBuffer(const std::shared_ptr<MappedBuffer>& buffer) {
+void Engine::RegisterBuffer(const std::shared_ptr<MappedBuffer>& buffer, int fd) {
   std::vector<backend::Plugin*> pinned;
   for (const auto& plugin : plugins_) {
     if (!plugin->wants_memory_registration() || buffer->data() == nullptr) continue;
-    Status s = plugin->RegisterMemory(buffer->data(), buffer->size_bytes());
+    Status s = plugin->RegisterMemory(buffer->data(), buffer->size_bytes(), fd);
     if (!s.ok()) {
       spdlog::debug("{}", s.message());  // the backend falls back to unpinned copies
       continue;

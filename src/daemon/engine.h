@@ -66,8 +66,9 @@ class Engine {
   size_t Shutdown(std::chrono::milliseconds grace);
 
   size_t device_count() const { return devices_.size(); }
-  // Lets a MappedBuffer be pinned by backends that want it.
-  void RegisterBuffer(const std::shared_ptr<MappedBuffer>& buffer);
+  // Lets a MappedBuffer be pinned by backends that want it, and mapped by device processes
+  // (which get `fd`, the buffer's memfd).
+  void RegisterBuffer(const std::shared_ptr<MappedBuffer>& buffer, int fd);
 
   struct Job;
 

@@ -48,6 +48,20 @@ std::vector<fs::path> DefaultBackendDirs() {
   return dirs;
 }
 
+// atoll-backend-host, which runs a device in a process of its own: $ATOLL_BACKEND_HOST, else
+// beside atolld (the build tree), else where it is installed.
+fs::path HostProgram() {
+  if (const char* env = std::getenv("ATOLL_BACKEND_HOST"); env != nullptr && env[0] != '\0') {
+    return env;
+  }
+  std::error_code ec;
+  fs::path beside = ExecutableDir() / "atoll-backend-host";
+  if (fs::exists(beside, ec)) return beside;
+  fs::path relocated = ExecutableDir() / ".." / "libexec" / "atoll" / "atoll-backend-host";
+  if (fs::exists(relocated, ec)) return fs::weakly_canonical(relocated, ec);
+  return ATOLL_HOST_PROGRAM;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -175,15 +189,20 @@ int main(int argc, char** argv) {
   std::vector<std::string> problems;
   auto plugins = atl::backend::LoadPlugins(
       config.backend_dirs,
-      [&](const std::string& name) -> std::string {
+      [&](const std::string& name) {
+        atl::backend::PluginSettings out;
         auto it = config.backends.find(name);
-        if (it == config.backends.end()) return "{}";
+        if (it == config.backends.end()) return out;
+        // The daemon's own keys (checked by the configuration) are not the plugin's.
         auto settings = nlohmann::json::parse(it->second);
-        if (settings.value("enabled", true) == false) return "";
-        settings.erase("enabled");
-        return settings.dump();
+        out.enabled = settings.value("enabled", true);
+        if (settings.contains("isolate")) out.isolate = settings["isolate"] == "device";
+        out.launch_timeout_ms = settings.value("launch_timeout_ms", 0u);
+        for (const char* key : {"enabled", "isolate", "launch_timeout_ms"}) settings.erase(key);
+        out.config_json = settings.dump();
+        return out;
       },
-      &problems);
+      HostProgram(), &problems);
   for (const auto& p : problems) spdlog::warn("{}", p);
   if (plugins.empty()) spdlog::warn("no backend plugin loaded: requests will fail until one is");
 

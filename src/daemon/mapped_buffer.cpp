@@ -10,8 +10,8 @@
 
 namespace atl::daemon {
 
-StatusOr<std::shared_ptr<MappedBuffer>> MappedBuffer::Map(UniqueFd fd, uint64_t size_bytes) {
-  int seals = ::fcntl(fd.get(), F_GET_SEALS);
+StatusOr<std::shared_ptr<MappedBuffer>> MappedBuffer::Map(int fd, uint64_t size_bytes) {
+  int seals = ::fcntl(fd, F_GET_SEALS);
   if (seals < 0) {
     return InvalidArgumentError(
         "the buffer's file descriptor is not a sealable memfd; allocate "
@@ -23,7 +23,7 @@ StatusOr<std::shared_ptr<MappedBuffer>> MappedBuffer::Map(UniqueFd fd, uint64_t 
         "allocate buffers with atoll_alloc");
   }
   struct stat st;
-  if (::fstat(fd.get(), &st) != 0) return ErrnoError("fstat of a client buffer", errno);
+  if (::fstat(fd, &st) != 0) return ErrnoError("fstat of a client buffer", errno);
   if (!S_ISREG(st.st_mode) || st.st_size < 0 || static_cast<uint64_t>(st.st_size) < size_bytes) {
     return InvalidArgumentError("the buffer declares " + std::to_string(size_bytes) +
                                 " bytes but its memfd holds " + std::to_string(st.st_size));
@@ -38,7 +38,7 @@ StatusOr<std::shared_ptr<MappedBuffer>> MappedBuffer::Map(UniqueFd fd, uint64_t 
   buffer->mapped_bytes_ =
       std::min<uint64_t>(static_cast<uint64_t>(st.st_size), std::max(wanted, page));
   if (buffer->mapped_bytes_ == 0) return buffer;  // nothing to map; data() stays null
-  void* p = ::mmap(nullptr, buffer->mapped_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  void* p = ::mmap(nullptr, buffer->mapped_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) return ErrnoError("mapping a client buffer", errno);
   buffer->data_ = static_cast<uint8_t*>(p);
   return buffer;

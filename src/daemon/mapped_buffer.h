@@ -15,8 +15,8 @@ namespace atl::daemon {
 class MappedBuffer {
  public:
   // Maps `fd` after checking that it is a memfd sealed against shrinking (so the client cannot
-  // truncate it under a running kernel) and at least `size_bytes` long.
-  static StatusOr<std::shared_ptr<MappedBuffer>> Map(UniqueFd fd, uint64_t size_bytes);
+  // truncate it under a running kernel) and at least `size_bytes` long. The caller keeps `fd`.
+  static StatusOr<std::shared_ptr<MappedBuffer>> Map(int fd, uint64_t size_bytes);
   ~MappedBuffer();
   MappedBuffer(const MappedBuffer&) = delete;
   MappedBuffer& operator=(const MappedBuffer&) = delete;

@@ -323,12 +323,13 @@ bool Server::Handle(const std::shared_ptr<Session>& session, const char* data, s
                std::to_string(session->buffer_bytes) + " mapped now); free buffers first");
         return true;
       }
-      auto buffer = MappedBuffer::Map(std::move(fd), size_bytes);
+      auto buffer = MappedBuffer::Map(fd.get(), size_bytes);
       if (!buffer.ok()) {
         refuse(buffer.status().message());
         return true;
       }
-      engine_->RegisterBuffer(*buffer);
+      engine_->RegisterBuffer(*buffer, fd.get());
+      fd.reset();  // the mapping (and any device process it was passed to) keeps the memory
       std::shared_ptr<MappedBuffer>& slot = session->buffers[id];
       if (slot != nullptr) session->buffer_bytes -= slot->size_bytes();
       slot = std::move(buffer).value();

@@ -2,6 +2,7 @@
 #include <atoll/cpu_kernel.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -63,6 +64,18 @@ ATOLL_CPU_KERNEL(fill) {
   int* out = static_cast<int*>(args[0].data);
   for (int i = 0; i < n; ++i) out[i] = value;
   return 0;
+}
+
+// Ends the process it runs in with SIGSEGV after `milliseconds`, as a faulting device ends the
+// process that drives it. For tests of "isolate": "device" (docs/architecture.md): in a daemon
+// that runs the cpu backend in-process, it ends atolld.
+ATOLL_CPU_KERNEL(crash) {
+  (void)error;
+  (void)error_size;
+  if (arg_count == 1) std::this_thread::sleep_for(std::chrono::milliseconds(ReadInt(args[0])));
+  std::fflush(stderr);
+  std::raise(SIGSEGV);
+  return 13;
 }
 
 // Fails with the given status code, to test how kernel errors reach the client.
