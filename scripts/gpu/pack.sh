@@ -26,10 +26,10 @@ echo "$build" >"$bundle/build-path"
 source=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt")
 echo "${source:-$root}" >"$bundle/source-path"
 
-wanted=(bin/atolld bin/atoll bin/atoll_cuda_bench bin/multi_gpu_bench bin/atoll_bench lib
+wanted=(bin/atolld bin/atoll-backend-host bin/atoll bin/atoll_cuda_bench bin/multi_gpu_bench bin/atoll_bench lib
         accelerators backends/cuda/testdata backends/cuda/cuda_unit_test backends/cuda/cuda_backend_test
         backends/cuda/cuda_gpu_test backends/opencl/opencl_backend_test
-        tests/integration/opencl_test)
+        tests/integration/opencl_test tests/integration/cuda_isolation_test)
 present=()
 for path in "${wanted[@]}"; do
   [ -e "$build/$path" ] && present+=("$path")

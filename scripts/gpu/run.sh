@@ -107,6 +107,9 @@ run_test() {
 run_test cuda_unit_test "$build/backends/cuda/cuda_unit_test"
 run_test cuda_backend_test "$build/backends/cuda/cuda_backend_test"
 run_test cuda_gpu_test "$build/backends/cuda/cuda_gpu_test"
+if [ -x "$build/tests/integration/cuda_isolation_test" ]; then
+  run_test cuda_isolation_test "$build/tests/integration/cuda_isolation_test"
+fi
 if [ -x "$build/accelerators/accelerators_test" ]; then
   run_test accelerators_test "$build/accelerators/accelerators_test"
 fi
@@ -121,6 +124,11 @@ rate_status=$?
   --scenarios roundtrip --json "$work/bench_roundtrip_zero_copy.json" \
   >"$work/bench_roundtrip_zero_copy.log" 2>&1
 zero_copy_status=$?
+# The same round trip and rate with the GPUs inside atolld ("isolate": "none"), against the
+# default process per GPU.
+"$root/bench/run_cuda.sh" "$build" --cuda-config '{"isolate": "none"}' --scenarios roundtrip,rate \
+  --json "$work/bench_in_process.json" >"$work/bench_in_process.log" 2>&1
+in_process_status=$?
 
 {
   cat "$work/machine.txt"
@@ -134,5 +142,8 @@ zero_copy_status=$?
   echo
   excerpt "round trip with zero_copy_bytes 65536" $zero_copy_status \
     "$work/bench_roundtrip_zero_copy.log" '/^(a) Round/,/^floor/p' 20
+  echo
+  excerpt "GPUs inside atolld (isolate none)" $in_process_status "$work/bench_in_process.log" \
+    '/^(a)/,$p' 40
 } >"$work/summary.txt"
 finish bench.json $((failed | bench_status))

@@ -656,7 +656,10 @@ StatusOr<std::unique_ptr<IsolatedPlugin>> IsolatedPlugin::Start(
     if (device == 0) total = reported;
     if (!started.ok()) {
       if (device == 0 && total == 0 && started.code() == Code::kNotFound) {
-        break;  // the backend has no device: it opens with none, as in-process backends do
+        // The backend has no device: it opens with none, as in-process backends do.
+        std::fprintf(stderr, "atolld: backend '%s' has no device: %s\n", plugin->name_.c_str(),
+                     started.message().c_str());
+        break;
       }
       return Status(started.code(), started.message());
     }

@@ -203,6 +203,38 @@ json TenantToJson(const TenantSettings& t, const char* weight_key) {
 
 }  // namespace
 
+Status CheckBackendSettings(const std::string& name, const std::string& settings_json) {
+  json settings = json::parse(settings_json, nullptr, /*allow_exceptions=*/false);
+  if (!settings.is_object()) {
+    return FieldError("backends." + name, "must be an object (the backend's settings)");
+  }
+  if (settings.contains("enabled") && !settings["enabled"].is_boolean()) {
+    return FieldError("backends." + name + ".enabled", "must be true or false");
+  }
+  // The daemon's own settings of a backend, taken out before the plugin sees the rest.
+  if (settings.contains("isolate") &&
+      (!settings["isolate"].is_string() ||
+       (settings["isolate"] != "device" && settings["isolate"] != "none"))) {
+    return FieldError("backends." + name + ".isolate",
+                      "must be \"device\" (a process per device) or \"none\" (devices run "
+                      "inside atolld)");
+  }
+  if (settings.contains("launch_timeout_ms")) {
+    const json& t = settings["launch_timeout_ms"];
+    if (!t.is_number_unsigned() || t.get<uint64_t>() > 86400000) {
+      return FieldError("backends." + name + ".launch_timeout_ms",
+                        "must be a whole number of milliseconds from 0 (no limit) to "
+                        "86400000");
+    }
+    if (settings.value("isolate", "device") == "none" && t.get<uint64_t>() != 0) {
+      return FieldError("backends." + name + ".launch_timeout_ms",
+                        "needs \"isolate\": \"device\": only a device's own process can "
+                        "be stopped in the middle of a kernel");
+    }
+  }
+  return OkStatus();
+}
+
 StatusOr<Config> ParseConfig(const std::string& json_text) {
   json j;
   try {
@@ -275,30 +307,7 @@ StatusOr<Config> ParseConfig(const std::string& json_text) {
       if (!settings.is_object()) {
         return FieldError("backends." + name, "must be an object (the backend's settings)");
       }
-      if (settings.contains("enabled") && !settings["enabled"].is_boolean()) {
-        return FieldError("backends." + name + ".enabled", "must be true or false");
-      }
-      // The daemon's own settings of a backend, taken out before the plugin sees the rest.
-      if (settings.contains("isolate") &&
-          (!settings["isolate"].is_string() ||
-           (settings["isolate"] != "device" && settings["isolate"] != "none"))) {
-        return FieldError("backends." + name + ".isolate",
-                          "must be \"device\" (a process per device) or \"none\" (devices run "
-                          "inside atolld)");
-      }
-      if (settings.contains("launch_timeout_ms")) {
-        const json& t = settings["launch_timeout_ms"];
-        if (!t.is_number_unsigned() || t.get<uint64_t>() > 86400000) {
-          return FieldError("backends." + name + ".launch_timeout_ms",
-                            "must be a whole number of milliseconds from 0 (no limit) to "
-                            "86400000");
-        }
-        if (settings.value("isolate", "device") == "none" && t.get<uint64_t>() != 0) {
-          return FieldError("backends." + name + ".launch_timeout_ms",
-                            "needs \"isolate\": \"device\": only a device's own process can "
-                            "be stopped in the middle of a kernel");
-        }
-      }
+      ATOLL_RETURN_IF_ERROR(CheckBackendSettings(name, settings.dump()));
       c.backends[name] = settings.dump();
     }
   }

@@ -83,6 +83,10 @@ StatusOr<gid_t> LookupGroup(const std::string& field, const std::string& name_or
 // ("socket_mode: must be an octal string like \"0660\"") or the JSON syntax error's position.
 StatusOr<Config> ParseConfig(const std::string& json_text);
 
+// Checks the daemon's own keys in a backend's settings ("enabled", "isolate",
+// "launch_timeout_ms"), for the file and for --backend alike; errors name the field.
+Status CheckBackendSettings(const std::string& name, const std::string& settings_json);
+
 // Reads and parses `path`. NOT_FOUND names the path.
 StatusOr<Config> LoadConfig(const std::filesystem::path& path);
 

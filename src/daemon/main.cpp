@@ -144,8 +144,9 @@ int main(int argc, char** argv) {
       if (eq == std::string::npos || eq == 0) throw std::invalid_argument("missing NAME=");
       parsed = nlohmann::json::parse(setting.substr(eq + 1));
       if (!parsed.is_object()) throw std::invalid_argument("not an object");
-      if (parsed.contains("enabled") && !parsed["enabled"].is_boolean()) {
-        std::cerr << "atolld: --backend " << setting << ": \"enabled\" must be true or false\n";
+      atl::Status checked = atl::daemon::CheckBackendSettings(setting.substr(0, eq), parsed.dump());
+      if (!checked.ok()) {
+        std::cerr << "atolld: --backend " << setting << ": " << checked.message() << "\n";
         return 2;
       }
     } catch (const std::exception&) {

@@ -1,0 +1,186 @@
+// The cuda backend's process per GPU (the default, "isolate": "device") in a real atolld, on a
+// machine with NVIDIA GPUs: a kernel fault fails the requests in flight on its GPU, the other GPU
+// keeps serving, and the faulted GPU's process is replaced so the next requests succeed; a kernel
+// past launch_timeout_ms is stopped. Skips, saying why, where atolld finds no GPU.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <future>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "atoll.pb.h"
+#include "atoll/atoll.hpp"
+#include "client/connection.h"
+#include "test_daemon.h"
+
+namespace atl::testing {
+namespace {
+
+using ::testing::AnyOf;
+using ::testing::HasSubstr;
+using Clock = std::chrono::steady_clock;
+
+std::pair<atoll_status_code, std::string> Outcome(std::future<void>& f) {
+  try {
+    f.get();
+    return {ATOLL_OK, ""};
+  } catch (const atoll::error& e) {
+    return {e.code(), e.what()};
+  }
+}
+
+nlohmann::json Status() {
+  auto text = client::Connection::Default().Query(wire::Query::KIND_STATUS, 10000);
+  EXPECT_TRUE(text.ok()) << text.status().ToString();
+  return nlohmann::json::parse(text.ok() ? *text : std::string("{}"));
+}
+
+// Only the cuda backend, `streams` compute units per GPU.
+TestDaemon::Options CudaOptions(int streams, int launch_timeout_ms = 0) {
+  TestDaemon::Options options;
+  options.install = {"vector-cuda", "testing-cuda"};
+  nlohmann::json cuda = {{"streams", streams}};
+  if (launch_timeout_ms > 0) cuda["launch_timeout_ms"] = launch_timeout_ms;
+  options.config_json =
+      nlohmann::json{{"backends", {{"cpu", {{"enabled", false}}}, {"cuda", cuda}}}}.dump();
+  return options;
+}
+
+size_t Gpus() { return Status()["scheduler"]["devices"].size(); }
+
+#define REQUIRE_GPUS(daemon, n)                                                     \
+  do {                                                                              \
+    size_t gpus = Gpus();                                                           \
+    if (gpus < (n)) {                                                               \
+      GTEST_SKIP() << "atolld found " << gpus << " GPU(s); this test needs " << (n) \
+                   << ". Its log: " << (daemon).log().substr(0, 600);               \
+    }                                                                               \
+  } while (0)
+
+void ExpectAdditionWorks(int seed) {
+  const int n = 1 << 20;
+  atoll::vector<float> a(n), b(n), c(n);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-10, 10);
+  for (int i = 0; i < n; ++i) {
+    a[i] = dist(rng);
+    b[i] = dist(rng);
+    c[i] = 0;
+  }
+  atoll::request add("vector.addition");
+  add.arg(a).arg(b).arg(c).arg(n);
+  atoll::submit(add).get();
+  for (int i = 0; i < n; ++i) ASSERT_EQ(c[i], a[i] + b[i]) << i;
+}
+
+atoll::request Spin(int& ms) {
+  atoll::request spin("testing.cuda.spin");
+  spin.arg(ms);
+  return spin;
+}
+
+TEST(CudaIsolation, AFaultOnOneGpuLeavesTheOtherServingAndItsProcessIsReplaced) {
+  TestDaemon daemon(CudaOptions(1));
+  REQUIRE_GPUS(daemon, 2u);
+  ExpectAdditionWorks(1);
+  // One stream per GPU: the spin holds one GPU, so the faulting kernel runs on the other.
+  int spin_ms = 3000;
+  auto spin = Spin(spin_ms);
+  auto spinning = atoll::submit(spin);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const int n = 1 << 16;
+  atoll::vector<int> out(n, 0);
+  int count = n;
+  atoll::request fault("testing.cuda.illegal_address");
+  fault.arg(out).arg(count);
+  auto faulting = atoll::submit(fault);
+  auto [code, message] = Outcome(faulting);
+  EXPECT_NE(code, ATOLL_OK);
+  EXPECT_THAT(message, AnyOf(HasSubstr("CUDA_ERROR_ILLEGAL_ADDRESS"), HasSubstr("process")))
+      << message;
+  // The GPU running the spin was not disturbed.
+  auto [spin_code, spin_message] = Outcome(spinning);
+  EXPECT_EQ(spin_code, ATOLL_OK) << spin_message;
+  // Both GPUs serve again, the faulted one from a fresh process.
+  for (int round = 0; round < 8; ++round) ExpectAdditionWorks(10 + round);
+  std::vector<std::future<void>> both;
+  std::vector<int> ms(4, 300);
+  for (int i = 0; i < 4; ++i) {
+    auto s = Spin(ms[static_cast<size_t>(i)]);
+    both.push_back(atoll::submit(s));
+  }
+  for (auto& f : both) {
+    auto [c, m] = Outcome(f);
+    EXPECT_EQ(c, ATOLL_OK) << m;
+  }
+  for (const auto& device : Status()["scheduler"]["devices"]) {
+    EXPECT_GE(device["started"].get<int>(), 2) << device.dump();
+  }
+  EXPECT_THAT(daemon.log(), HasSubstr("restarting it"));
+}
+
+TEST(CudaIsolation, AFaultFailsTheRequestsInFlightOnItsGpuAndTheGpuComesBack) {
+  TestDaemon daemon(CudaOptions(2));
+  REQUIRE_GPUS(daemon, 1u);
+  ExpectAdditionWorks(1);
+  std::vector<std::future<void>> in_flight;
+  // Two streams on each GPU; spins fill every stream but one, where the fault runs.
+  const size_t gpus = Gpus();
+  std::vector<int> ms(2 * gpus, 2000);
+  for (size_t i = 0; i + 1 < 2 * gpus; ++i) {
+    auto s = Spin(ms[i]);
+    in_flight.push_back(atoll::submit(s));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const int n = 1 << 16;
+  atoll::vector<int> out(n, 0);
+  int count = n;
+  atoll::request fault("testing.cuda.illegal_address");
+  fault.arg(out).arg(count);
+  auto [code, message] = [&] {
+    auto f = atoll::submit(fault);
+    return Outcome(f);
+  }();
+  EXPECT_NE(code, ATOLL_OK);
+  int failed = 0;
+  for (auto& f : in_flight) {
+    auto [c, m] = Outcome(f);
+    if (c != ATOLL_OK) {
+      ++failed;
+      EXPECT_THAT(c, AnyOf(ATOLL_ABORTED, ATOLL_UNAVAILABLE)) << m;
+    }
+  }
+  // The spin beside the fault on its GPU failed with it; spins on other GPUs did not.
+  EXPECT_EQ(failed, 1);
+  for (int round = 0; round < 4; ++round) ExpectAdditionWorks(20 + round);
+}
+
+TEST(CudaIsolation, AKernelPastLaunchTimeoutIsStoppedAndTheGpuServesAgain) {
+  TestDaemon daemon(CudaOptions(2, 500));
+  REQUIRE_GPUS(daemon, 1u);
+  ExpectAdditionWorks(1);
+  int spin_ms = 30000;
+  auto spin = Spin(spin_ms);
+  const auto start = Clock::now();
+  auto spinning = atoll::submit(spin);
+  auto [code, message] = Outcome(spinning);
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+  EXPECT_EQ(code, ATOLL_DEADLINE_EXCEEDED) << message;
+  EXPECT_THAT(message, HasSubstr("launch_timeout_ms (500 ms)"));
+  EXPECT_LT(took.count(), 10000) << "the kernel was not stopped";
+  std::printf("a 30 s kernel was stopped after %lld ms\n", static_cast<long long>(took.count()));
+  const auto back = Clock::now();
+  ExpectAdditionWorks(2);
+  std::printf(
+      "the next request completed %lld ms later\n",
+      static_cast<long long>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - back).count()));
+}
+
+}  // namespace
+}  // namespace atl::testing
