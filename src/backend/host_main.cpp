@@ -30,6 +30,8 @@ namespace atl::backend {
 namespace {
 
 constexpr int kSocket = 3;
+// How long the serving thread polls for atolld's next call before it sleeps (ipc/socket.h).
+constexpr uint32_t kSpinUs = 200;
 
 std::string g_label = "atoll-backend-host";
 
@@ -113,7 +115,7 @@ class Host {
     for (;;) {
       size_t size = 0;
       UniqueFd fd;
-      auto got = ipc::RecvPacket(kSocket, &buffer, &size, &fd);
+      auto got = ipc::RecvPacketSpinning(kSocket, &buffer, &size, &fd, kSpinUs);
       if (!got.ok() || *got != ipc::RecvResult::kPacket) return;
       if (!call.ParseFromArray(buffer.data(), static_cast<int>(size))) {
         Log("atolld sent an unreadable message; ending");

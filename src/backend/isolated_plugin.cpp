@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <functional>
 
 #include "backend_host.pb.h"
 #include "ipc/socket.h"
@@ -28,6 +29,8 @@ constexpr auto kCallTimeout = std::chrono::seconds(300);
 // Restarts after a failed start back off from 1 s to 30 s.
 constexpr auto kFirstBackoff = std::chrono::seconds(1);
 constexpr auto kLastBackoff = std::chrono::seconds(30);
+// How long a reader polls for its device process's next event before it sleeps (ipc/socket.h).
+constexpr uint32_t kSpinUs = 200;
 
 std::string DescribeExit(int wait_status) {
   if (WIFEXITED(wait_status))
@@ -133,11 +136,12 @@ class DeviceProcess {
     program->process = this;
     program->path = path;
     program->build_options = build_options;
-    host::HostCall call;
-    call.mutable_program()->set_path(path);
-    call.mutable_program()->set_build_options(build_options);
     std::unique_lock lock(mu_);
-    auto reply = CallLocked(lock, call);
+    auto reply = CallLocked(lock, [&](host::HostCall* call) {
+      call->mutable_program()->set_path(path);
+      call->mutable_program()->set_build_options(build_options);
+      return OkStatus();
+    });
     if (!reply.ok()) return reply.status();
     Status loaded = FromReply(*reply, "programming " + label_ + " failed");
     if (!loaded.ok()) return loaded;
@@ -164,15 +168,15 @@ class DeviceProcess {
     kernel->program = program;
     kernel->name = name;
     for (const char* type : arg_types) kernel->arg_types.emplace_back(type);
-    host::HostCall call;
     std::unique_lock lock(mu_);
-    // A restart in progress reloads the program: its handle is known once the restart is over.
-    cv_.wait_for(lock, kCallTimeout, [this] { return state_ != State::kStarting; });
-    if (!program->broken.ok()) return program->broken;
-    call.mutable_kernel()->set_program(program->remote);
-    call.mutable_kernel()->set_name(name);
-    for (const auto& type : kernel->arg_types) call.mutable_kernel()->add_arg_types(type);
-    auto reply = CallLocked(lock, call);
+    // Filled once the process is ready: a restart reloads the program under a new handle.
+    auto reply = CallLocked(lock, [&](host::HostCall* call) {
+      if (!program->broken.ok()) return program->broken;
+      call->mutable_kernel()->set_program(program->remote);
+      call->mutable_kernel()->set_name(name);
+      for (const auto& type : kernel->arg_types) call->mutable_kernel()->add_arg_types(type);
+      return OkStatus();
+    });
     if (!reply.ok()) return reply.status();
     Status found = FromReply(*reply, "kernel '" + name + "'");
     if (!found.ok()) return found;
@@ -202,11 +206,10 @@ class DeviceProcess {
     }
     launched.sent_at = Clock::now();
     call->mutable_launch()->set_kernel(kernel->remote);
-    Status sent = SendLocked(*call);
-    if (!sent.ok()) {
-      launches_.erase(tag);
-      return UnavailableError("launch on " + label_ + ": its process is gone (" + sent.message() +
-                              "); it is being restarted");
+    if (!SendLocked(*call).ok()) {
+      // The process has just ended and the supervisor has yet to see it: the launch waits for
+      // the restarted process, as launches during a restart do.
+      launched.queued = std::move(*call);
     }
     return OkStatus();
   }
@@ -271,32 +274,53 @@ class DeviceProcess {
   }
 
   // A call answered by a Reply, while the process is ready (waiting for a restart in progress).
-  StatusOr<host::Reply> CallLocked(std::unique_lock<std::mutex>& lock, host::HostCall& call) {
+  // A call answered by a Reply, once the process is ready (waiting for a restart in progress).
+  // `prepare` fills the call then, since handles change with each process. A process that ends
+  // before answering gets the call again once restarted: loading a binary and looking up a
+  // kernel are safe to repeat.
+  StatusOr<host::Reply> CallLocked(std::unique_lock<std::mutex>& lock,
+                                   const std::function<Status(host::HostCall*)>& prepare) {
     const auto deadline = Clock::now() + kCallTimeout;
-    if (!cv_.wait_until(lock, deadline, [this] { return state_ != State::kStarting; })) {
-      return UnavailableError(label_ + ": its process did not restart within " +
-                              std::to_string(kCallTimeout.count()) + " s");
+    for (int attempt = 1;; ++attempt) {
+      if (!cv_.wait_until(lock, deadline, [this] { return state_ != State::kStarting; })) {
+        return UnavailableError(label_ + ": its process did not restart within " +
+                                std::to_string(kCallTimeout.count()) + " s");
+      }
+      if (state_ != State::kReady) {
+        return UnavailableError(label_ + " is out of service: " + down_reason_);
+      }
+      host::HostCall call;
+      ATOLL_RETURN_IF_ERROR(prepare(&call));
+      const uint64_t id = next_call_++;
+      call.set_call(id);
+      const uint64_t generation = starts_;
+      bool ended = !SendLocked(call).ok();
+      if (!ended) {
+        Waiting& waiting = calls_[id];
+        cv_.wait_until(lock, deadline, [&] {
+          return waiting.answered || starts_ != generation || state_ != State::kReady;
+        });
+        // An answer from a process that has since ended names handles that no longer exist.
+        const bool answered = waiting.answered && starts_ == generation;
+        host::Reply reply = std::move(waiting.reply);
+        calls_.erase(id);
+        if (answered) return reply;
+        ended = starts_ != generation || state_ != State::kReady;
+      }
+      if (!ended) {
+        return UnavailableError(label_ + ": its process did not answer within " +
+                                std::to_string(kCallTimeout.count()) + " s");
+      }
+      if (attempt == 2) {
+        return UnavailableError(label_ +
+                                ": its process ended twice while this call ran (see "
+                                "the daemon's log for why)");
+      }
+      // Sent to a process that then ended: wait for the next one (the supervisor may not have
+      // seen the end yet) and try once more.
+      cv_.wait_until(lock, deadline,
+                     [&] { return starts_ != generation || state_ != State::kReady; });
     }
-    if (state_ != State::kReady) {
-      return UnavailableError(label_ + " is out of service: " + down_reason_);
-    }
-    const uint64_t id = next_call_++;
-    call.set_call(id);
-    Status sent = SendLocked(call);
-    if (!sent.ok()) return UnavailableError(label_ + ": its process is gone: " + sent.message());
-    Waiting& waiting = calls_[id];
-    const uint64_t generation = starts_;
-    cv_.wait_until(lock, deadline, [&] {
-      return waiting.answered || starts_ != generation || state_ != State::kReady;
-    });
-    const bool answered = waiting.answered && starts_ == generation;
-    host::Reply reply = std::move(waiting.reply);
-    calls_.erase(id);
-    // An answer from a process that has since ended names handles that no longer exist.
-    if (answered) return reply;
-    return UnavailableError(label_ + ": its process ended or did not answer within " +
-                            std::to_string(kCallTimeout.count()) +
-                            " s; the call was not completed");
   }
 
   // Starts a process, opens the device in it and restores what the engine holds: the loaded
@@ -496,7 +520,8 @@ class DeviceProcess {
         stopping = stopping_;
         const std::string why = label_ + "'s process " + how + (lost.empty() ? "" : ": " + lost);
         for (auto& [tag, launched] : launches_) {
-          if (launched.queued.has_value()) continue;  // not sent: goes to the next process
+          // Not sent: goes to the next process, unless there is none.
+          if (launched.queued.has_value() && !stopping) continue;
           Status status =
               launched.expired
                   ? Status(Code::kDeadlineExceeded,
@@ -508,7 +533,8 @@ class DeviceProcess {
                                                (stopping ? "" : "; the process was restarted"));
           failed.emplace_back(launched, std::move(status));
         }
-        std::erase_if(launches_, [](const auto& entry) { return !entry.second.queued; });
+        std::erase_if(launches_,
+                      [stopping](const auto& entry) { return stopping || !entry.second.queued; });
         socket_.reset();
         if (!stopping) {
           std::fprintf(stderr, "atolld: %s; restarting it\n", why.c_str());
@@ -572,7 +598,7 @@ class DeviceProcess {
     for (;;) {
       size_t size = 0;
       UniqueFd ignored;
-      auto got = ipc::RecvPacket(socket, &buffer, &size, &ignored);
+      auto got = ipc::RecvPacketSpinning(socket, &buffer, &size, &ignored, kSpinUs);
       if (!got.ok() || *got != ipc::RecvResult::kPacket) return lost;
       if (!event.ParseFromArray(buffer.data(), static_cast<int>(size))) {
         std::fprintf(stderr, "atolld: %s's process sent an unreadable message; stopping it\n",

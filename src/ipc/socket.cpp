@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 namespace atl::ipc {
@@ -164,6 +165,16 @@ StatusOr<RecvResult> RecvPacket(int socket, std::string* buffer, size_t* size,
   }
   *size = static_cast<size_t>(n);
   return RecvResult::kPacket;
+}
+
+StatusOr<RecvResult> RecvPacketSpinning(int socket, std::string* buffer, size_t* size,
+                                        UniqueFd* received_fd, uint32_t spin_us) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us);
+  while (spin_us > 0 && std::chrono::steady_clock::now() < until) {
+    auto got = RecvPacket(socket, buffer, size, received_fd, /*dont_wait=*/true);
+    if (!got.ok() || *got != RecvResult::kWouldBlock) return got;
+  }
+  return RecvPacket(socket, buffer, size, received_fd);
 }
 
 StatusOr<PeerCredentials> GetPeerCredentials(int socket) {

@@ -48,6 +48,12 @@ enum class RecvResult { kPacket, kWouldBlock, kClosed };
 StatusOr<RecvResult> RecvPacket(int socket, std::string* buffer, size_t* size,
                                 UniqueFd* received_fd, bool dont_wait = false);
 
+// RecvPacket that first polls for up to `spin_us` microseconds before it sleeps: on a link that
+// carries a request's every step (atolld and a device process), waking a sleeping thread costs
+// more than the poll.
+StatusOr<RecvResult> RecvPacketSpinning(int socket, std::string* buffer, size_t* size,
+                                        UniqueFd* received_fd, uint32_t spin_us);
+
 StatusOr<PeerCredentials> GetPeerCredentials(int socket);
 
 }  // namespace atl::ipc
