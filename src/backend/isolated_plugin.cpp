@@ -126,9 +126,9 @@ class DeviceProcess {
   }
 
   const atoll_backend_device_info_v1& info() const { return info_; }
-  uint64_t starts() const {
+  Plugin::DeviceProcessInfo process() const {
     std::lock_guard lock(mu_);
-    return starts_;
+    return {pid_, starts_};
   }
 
   StatusOr<void*> Program(const std::string& path, const std::string& build_options) {
@@ -715,8 +715,9 @@ void IsolatedPlugin::Watch() {
   }
 }
 
-uint64_t IsolatedPlugin::starts(uint32_t device) const {
-  return device < devices_.size() ? devices_[device]->starts() : 0;
+std::optional<Plugin::DeviceProcessInfo> IsolatedPlugin::device_process(uint32_t device) const {
+  if (device >= devices_.size()) return std::nullopt;
+  return devices_[device]->process();
 }
 
 StatusOr<atoll_backend_device_info_v1> IsolatedPlugin::DeviceInfo(uint32_t device) const {

@@ -58,8 +58,7 @@ class IsolatedPlugin final : public Plugin {
   Status RegisterMemory(void* data, uint64_t size_bytes, int fd) const override;
   void UnregisterMemory(void* data) const override;
 
-  // How many times device `device`'s process has been started (1 until it is restarted).
-  uint64_t starts(uint32_t device) const;
+  std::optional<DeviceProcessInfo> device_process(uint32_t device) const override;
 
  private:
   friend class DeviceProcess;

@@ -38,6 +38,16 @@ class Plugin {
   // the call (a plugin that needs it later duplicates it).
   virtual Status RegisterMemory(void* data, uint64_t size_bytes, int fd) const = 0;
   virtual void UnregisterMemory(void* data) const = 0;
+
+  // The process a device runs in, for backends that run a process per device.
+  struct DeviceProcessInfo {
+    int64_t pid = -1;     // -1 while none runs
+    uint64_t starts = 0;  // 1 until it is restarted
+  };
+  virtual std::optional<DeviceProcessInfo> device_process(uint32_t device) const {
+    (void)device;
+    return std::nullopt;
+  }
 };
 
 // A plugin library, loaded and checked but not opened.

@@ -978,6 +978,10 @@ std::string Engine::StatusJson(size_t sessions, size_t buffers, uint64_t buffer_
          {"reprogrammed", stats.evicted},
          {"busy_ms", static_cast<double>(stats.busy_ns) / 1e6},
          {"draining_for", stats.draining_for.empty() ? "" : BinaryName(stats.draining_for)}});
+    if (auto process = devices_[d]->plugin->device_process(devices_[d]->index)) {
+      scheduling["devices"].back()["process"] = {{"pid", process->pid},
+                                                 {"starts", process->starts}};
+    }
   }
   for (scheduler::TenantId id : scheduler_.tenants()) {
     scheduler::TenantStats t = scheduler_.Tenant(id);

@@ -119,9 +119,13 @@ TEST(CudaIsolation, AFaultOnOneGpuLeavesTheOtherServingAndItsProcessIsReplaced) 
     auto [c, m] = Outcome(f);
     EXPECT_EQ(c, ATOLL_OK) << m;
   }
-  for (const auto& device : Status()["scheduler"]["devices"]) {
+  const nlohmann::json status = Status();
+  int restarted = 0;
+  for (const auto& device : status["scheduler"]["devices"]) {
     EXPECT_GE(device["started"].get<int>(), 2) << device.dump();
+    restarted += device["process"]["starts"].get<int>() - 1;
   }
+  EXPECT_EQ(restarted, 1) << "only the faulted GPU's process is replaced: " << status.dump();
   EXPECT_THAT(daemon.log(), HasSubstr("restarting it"));
 }
 

@@ -118,7 +118,11 @@ TEST(Isolation, EachDeviceRunsInAProcessOfItsOwnAndWritesClientMemory) {
   ASSERT_TRUE(text.ok()) << text.status().ToString();
   auto devices = nlohmann::json::parse(*text)["scheduler"]["devices"];
   ASSERT_EQ(devices.size(), 2u) << *text;
-  for (const auto& device : devices) EXPECT_GT(device["started"].get<int>(), 0) << *text;
+  for (const auto& device : devices) {
+    EXPECT_GT(device["started"].get<int>(), 0) << *text;
+    EXPECT_EQ(device["process"]["starts"], 1) << *text;
+    EXPECT_GT(device["process"]["pid"].get<int>(), 0) << *text;
+  }
 }
 
 TEST(Isolation, ACrashFailsItsDevicesRequestsTheOtherDeviceServesAndTheProcessComesBack) {
@@ -142,7 +146,7 @@ TEST(Isolation, ACrashFailsItsDevicesRequestsTheOtherDeviceServesAndTheProcessCo
 
   auto [code, message] = Outcome(crashing);
   EXPECT_EQ(code, ATOLL_ABORTED) << message;
-  EXPECT_THAT(message, HasSubstr("killed by SIGSEGV"));
+  EXPECT_THAT(message, HasSubstr("killed by SIGABRT"));
   EXPECT_THAT(message, HasSubstr("restarted"));
   // The other device was untouched: its request completed with its outputs.
   auto [fill_code, fill_message] = Outcome(filling);
@@ -157,6 +161,14 @@ TEST(Isolation, ACrashFailsItsDevicesRequestsTheOtherDeviceServesAndTheProcessCo
   int kept = 0;
   for (pid_t pid : after) kept += std::count(before.begin(), before.end(), pid);
   EXPECT_EQ(kept, 1) << "exactly one device process should have been replaced";
+  auto text = client::Connection::Default().Query(wire::Query::KIND_STATUS, 10000);
+  ASSERT_TRUE(text.ok()) << text.status().ToString();
+  int restarted = 0;
+  const nlohmann::json status = nlohmann::json::parse(*text);
+  for (const auto& device : status["scheduler"]["devices"]) {
+    restarted += device["process"]["starts"].get<int>() - 1;
+  }
+  EXPECT_EQ(restarted, 1) << *text;
   EXPECT_THAT(daemon.log(), HasSubstr("restarting it"));
 }
 
@@ -174,7 +186,7 @@ TEST(Isolation, RequestsInFlightOnTheCrashedDeviceFailWithTheReason) {
   for (auto* f : {&filling, &crashing}) {
     auto [code, message] = Outcome(*f);
     EXPECT_EQ(code, ATOLL_ABORTED) << message;
-    EXPECT_THAT(message, HasSubstr("cpu device 0's process killed by SIGSEGV"));
+    EXPECT_THAT(message, HasSubstr("cpu device 0's process killed by SIGABRT"));
   }
   // The fill did not wait for its 3 s: it failed when the process ended.
   EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(2500));
