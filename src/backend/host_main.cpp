@@ -56,6 +56,14 @@ void Reply(uint64_t call, const Status& status, uint64_t handle = 0) {
   Send(event);
 }
 
+void SendDone(uint64_t tag, int code, const char* message) {
+  host::HostEvent event;
+  event.mutable_done()->set_tag(tag);
+  event.mutable_done()->set_code(static_cast<uint32_t>(code));
+  if (code != 0) event.mutable_done()->set_message(message != nullptr ? message : "");
+  Send(event);
+}
+
 // Runs the calls that may block (loading binaries, looking up kernels, checking the device after
 // a failure) in order on one thread, so launches keep flowing meanwhile.
 class SlowCalls {
@@ -140,9 +148,6 @@ class Host {
         case host::HostCall::kReleaseProgram:
           slow_->Post([this, program = call.release_program().program()] { Release(program); });
           break;
-        case host::HostCall::kDeviceInfo:
-          slow_->Post([this, id = call.call()] { DeviceInfo(id); });
-          break;
         default:
           Reply(call.call(), UnimplementedError("atoll-backend-host does not know this call"));
       }
@@ -165,11 +170,7 @@ class Host {
 
   static void OnDone(void* user, int status, const char* message) {
     std::unique_ptr<Launched> launched(static_cast<Launched*>(user));
-    host::HostEvent event;
-    event.mutable_done()->set_tag(launched->tag);
-    event.mutable_done()->set_code(static_cast<uint32_t>(status));
-    if (status != 0) event.mutable_done()->set_message(message != nullptr ? message : "");
-    Send(event);
+    SendDone(launched->tag, status, message);
     if (status != 0) launched->host->CheckDevice();
   }
 
@@ -191,11 +192,7 @@ class Host {
 
   void Launch(const host::Launch& launch) {
     auto fail = [&](const Status& status) {
-      host::HostEvent event;
-      event.mutable_done()->set_tag(launch.tag());
-      event.mutable_done()->set_code(static_cast<uint32_t>(status.code()));
-      event.mutable_done()->set_message(status.message());
-      Send(event);
+      SendDone(launch.tag(), static_cast<int>(status.code()), status.message().c_str());
     };
     void* kernel = reinterpret_cast<void*>(launch.kernel());
     {
@@ -330,16 +327,6 @@ class Host {
     plugin_->ReleaseProgram(program);
   }
 
-  void DeviceInfo(uint64_t id) {
-    auto info = plugin_->DeviceInfo(0);
-    if (!info.ok()) return Reply(id, info.status());
-    host::HostEvent event;
-    host::Reply* reply = event.mutable_reply();
-    reply->set_call(id);
-    reply->set_device_info(&*info, sizeof(*info));
-    Send(event);
-  }
-
   std::unique_ptr<LoadedPlugin> plugin_;
   // Read and written on the serving thread only.
   std::map<uint64_t, Mapping> buffers_;
@@ -370,11 +357,14 @@ std::unique_ptr<LoadedPlugin> Open() {
   host::HostEvent event;
   host::Reply* reply = event.mutable_reply();
   reply->set_call(call.call());
+  auto refuse = [&](const Status& why) {
+    reply->set_code(static_cast<uint32_t>(why.code()));
+    reply->set_message(why.message());
+    Send(event);
+  };
   auto library = LoadLibrary(open.plugin_path());
   if (!library.ok()) {
-    reply->set_code(static_cast<uint32_t>(library.status().code()));
-    reply->set_message(library.status().message());
-    Send(event);
+    refuse(library.status());
     return nullptr;
   }
   g_label = std::string("atoll-backend-host[") + std::to_string(::getpid()) + "] " +
@@ -383,16 +373,12 @@ std::unique_ptr<LoadedPlugin> Open() {
   auto plugin = LoadedPlugin::Open(*library, open.config_json(), open.device(), &total);
   reply->set_device_total(total);
   if (!plugin.ok()) {
-    reply->set_code(static_cast<uint32_t>(plugin.status().code()));
-    reply->set_message(plugin.status().message());
-    Send(event);
+    refuse(plugin.status());
     return nullptr;
   }
   auto info = (*plugin)->DeviceInfo(0);
   if (!info.ok()) {
-    reply->set_code(static_cast<uint32_t>(info.status().code()));
-    reply->set_message(info.status().message());
-    Send(event);
+    refuse(info.status());
     return nullptr;
   }
   reply->set_device_info(&*info, sizeof(*info));

@@ -44,6 +44,14 @@ std::string DescribeExit(int wait_status) {
   return "ended (wait status " + std::to_string(wait_status) + ")";
 }
 
+// One call as one packet (with `fd` beside it when >= 0); each thread reuses its buffer.
+Status SendCall(int socket, const host::HostCall& call, int fd = -1) {
+  thread_local std::string bytes;
+  bytes.clear();
+  call.SerializeToString(&bytes);
+  return ipc::SendPacket(socket, bytes, fd);
+}
+
 Status FromReply(const host::Reply& reply, const std::string& context) {
   if (reply.code() == 0) return OkStatus();
   return Status(CodeFromInt(static_cast<int>(reply.code())), context + ": " + reply.message());
@@ -267,13 +275,9 @@ class DeviceProcess {
 
   // Sends `call`. REQUIRES: mu_ held (orders sends with state changes).
   Status SendLocked(const host::HostCall& call, int fd = -1) {
-    thread_local std::string bytes;
-    bytes.clear();
-    call.SerializeToString(&bytes);
-    return ipc::SendPacket(socket_.get(), bytes, fd);
+    return SendCall(socket_.get(), call, fd);
   }
 
-  // A call answered by a Reply, while the process is ready (waiting for a restart in progress).
   // A call answered by a Reply, once the process is ready (waiting for a restart in progress).
   // `prepare` fills the call then, since handles change with each process. A process that ends
   // before answering gets the call again once restarted: loading a binary and looking up a
@@ -380,10 +384,7 @@ class DeviceProcess {
   // One call and its reply, before the supervisor reads (only the starting thread talks then).
   StatusOr<host::Reply> Exchange(host::HostCall call) {
     call.set_call(next_call_++);
-    thread_local std::string bytes;
-    bytes.clear();
-    call.SerializeToString(&bytes);
-    Status sent = ipc::SendPacket(socket_.get(), bytes);
+    Status sent = SendCall(socket_.get(), call);
     if (!sent.ok()) return UnavailableError(label_ + "'s process is gone: " + sent.message());
     std::string buffer;
     for (;;) {
@@ -613,7 +614,7 @@ class DeviceProcess {
           std::lock_guard lock(mu_);
           auto it = launches_.find(event.done().tag());
           if (it == launches_.end() || it->second.queued.has_value()) continue;
-          launched = it->second;
+          launched = std::move(it->second);
           launches_.erase(it);
         }
         launched.done(launched.user, static_cast<int>(event.done().code()),
@@ -687,7 +688,7 @@ StatusOr<std::unique_ptr<IsolatedPlugin>> IsolatedPlugin::Start(
                      started.message().c_str());
         break;
       }
-      return Status(started.code(), started.message());
+      return started;
     }
     plugin->devices_.push_back(std::move(process));
   }

@@ -16,6 +16,7 @@
 #include "atoll.pb.h"
 #include "atoll/atoll.hpp"
 #include "client/connection.h"
+#include "request_testing.h"
 #include "test_daemon.h"
 
 namespace atl::testing {
@@ -24,15 +25,6 @@ namespace {
 using ::testing::AnyOf;
 using ::testing::HasSubstr;
 using Clock = std::chrono::steady_clock;
-
-std::pair<atoll_status_code, std::string> Outcome(std::future<void>& f) {
-  try {
-    f.get();
-    return {ATOLL_OK, ""};
-  } catch (const atoll::error& e) {
-    return {e.code(), e.what()};
-  }
-}
 
 nlohmann::json Status() {
   auto text = client::Connection::Default().Query(wire::Query::KIND_STATUS, 10000);
@@ -66,17 +58,7 @@ size_t Gpus() { return Status()["scheduler"]["devices"].size(); }
 void ExpectAdditionWorks(int seed) {
   const int n = 1 << 20;
   atoll::vector<float> a(n), b(n), c(n);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-10, 10);
-  for (int i = 0; i < n; ++i) {
-    a[i] = dist(rng);
-    b[i] = dist(rng);
-    c[i] = 0;
-  }
-  atoll::request add("vector.addition");
-  add.arg(a).arg(b).arg(c).arg(n);
-  atoll::submit(add).get();
-  for (int i = 0; i < n; ++i) ASSERT_EQ(c[i], a[i] + b[i]) << i;
+  atl::testing::ExpectAdditionWorks(a, b, c, seed);
 }
 
 atoll::request Spin(int& ms) {

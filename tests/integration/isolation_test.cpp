@@ -22,6 +22,7 @@
 #include "atoll.pb.h"
 #include "atoll/atoll.hpp"
 #include "client/connection.h"
+#include "request_testing.h"
 #include "test_daemon.h"
 
 namespace atl::testing {
@@ -29,15 +30,6 @@ namespace {
 
 using ::testing::HasSubstr;
 using Clock = std::chrono::steady_clock;
-
-std::pair<atoll_status_code, std::string> Outcome(std::future<void>& f) {
-  try {
-    f.get();
-    return {ATOLL_OK, ""};
-  } catch (const atoll::error& e) {
-    return {e.code(), e.what()};
-  }
-}
 
 // The pids of `parent`'s children running atoll-backend-host.
 std::vector<pid_t> DeviceProcesses(pid_t parent) {
@@ -76,22 +68,6 @@ TestDaemon::Options IsolatedOptions(int devices, int compute_units, int launch_t
                         {"launch_timeout_ms", launch_timeout_ms}};
   options.config_json = nlohmann::json{{"backends", {{"cpu", cpu}}}}.dump();
   return options;
-}
-
-void ExpectAdditionWorks(atoll::vector<float>& a, atoll::vector<float>& b, atoll::vector<float>& c,
-                         int seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-10, 10);
-  for (size_t i = 0; i < a.size(); ++i) {
-    a[i] = dist(rng);
-    b[i] = dist(rng);
-    c[i] = 0;
-  }
-  int n = static_cast<int>(a.size());
-  atoll::request add("vector.addition");
-  add.arg(a).arg(b).arg(c).arg(n);
-  atoll::submit(add).get();
-  for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(c[i], a[i] + b[i]) << i;
 }
 
 TEST(Isolation, EachDeviceRunsInAProcessOfItsOwnAndWritesClientMemory) {

@@ -16,6 +16,7 @@
 #include "atoll.pb.h"
 #include "atoll/atoll.hpp"
 #include "client/connection.h"
+#include "request_testing.h"
 #include "test_daemon.h"
 
 namespace atl::testing {
@@ -27,32 +28,6 @@ nlohmann::json Query(wire::Query::Kind kind) {
   auto text = client::Connection::Default().Query(kind, 10000);
   EXPECT_TRUE(text.ok()) << text.status().ToString();
   return nlohmann::json::parse(text.ok() ? *text : std::string("null"));
-}
-
-// The error a request's future ends with, or OK.
-std::pair<atoll_status_code, std::string> Outcome(std::future<void>& f) {
-  try {
-    f.get();
-    return {ATOLL_OK, ""};
-  } catch (const atoll::error& e) {
-    return {e.code(), e.what()};
-  }
-}
-
-void ExpectAdditionWorks(atoll::vector<float>& a, atoll::vector<float>& b, atoll::vector<float>& c,
-                         int seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(-10, 10);
-  for (size_t i = 0; i < a.size(); ++i) {
-    a[i] = dist(rng);
-    b[i] = dist(rng);
-    c[i] = 0;
-  }
-  int n = static_cast<int>(a.size());
-  atoll::request add("vector.addition");
-  add.arg(a).arg(b).arg(c).arg(n);
-  atoll::submit(add).get();
-  for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(c[i], a[i] + b[i]) << i;
 }
 
 TestDaemon::Options RestartOptions() {
