@@ -420,6 +420,27 @@ void RoundTrip(const Options& o, Cuda& cu, Report* report) {
   atoll::request request("vector.addition");
   request.arg(a).arg(b).arg(c).arg(n);
   auto through_atoll = [&] { atoll::submit(request).get(); };
+  // The C API's waiting thread polls for its response (ATOLL_SPIN_US) where std::future sleeps.
+  atoll::vector<float> c_c(n);
+  atoll_request c_request = atoll_request_create("vector.addition");
+  const void* c_arrays[3] = {a.data(), b.data(), c_c.data()};
+  for (uint32_t i = 0; i < 3; ++i) {
+    if (atoll_request_arg_array(c_request, bytes, c_arrays[i], i) != ATOLL_OK) {
+      throw std::runtime_error(std::string("atoll_request_arg_array: ") + atoll_last_error());
+    }
+  }
+  if (atoll_request_arg_scalar(c_request, sizeof(n), &n, 3) != ATOLL_OK) {
+    throw std::runtime_error(std::string("atoll_request_arg_scalar: ") + atoll_last_error());
+  }
+  auto through_c_api = [&] {
+    atoll_response response = nullptr;
+    atoll_status_code rc = atoll_submit(c_request, &response);
+    if (rc == ATOLL_OK) {
+      rc = atoll_response_wait(response);
+      atoll_response_release(response);
+    }
+    if (rc != ATOLL_OK) throw std::runtime_error(std::string("C API: ") + atoll_last_error());
+  };
   // Where the time goes: the backend in this process (no daemon), with copies and with
   // zero-copy; the daemon's round trip of a kernel that does nothing, on the cpu and the cuda
   // backend; the bare socket ping-pong.
@@ -440,6 +461,7 @@ void RoundTrip(const Options& o, Cuda& cu, Report* report) {
   std::vector<Variant> variants;
   variants.push_back({"direct", direct, {}, {}, 0});
   variants.push_back({"atoll", through_atoll, {}, {}, 0});
+  variants.push_back({"atoll_c_api", through_c_api, {}, {}, 0});
   variants.push_back({"backend_in_process",
                       [&] { copies.Vadd(pa.floats(), pb.floats(), pc.floats(), n); },
                       {},
@@ -453,9 +475,12 @@ void RoundTrip(const Options& o, Cuda& cu, Report* report) {
   variants.push_back({"atoll_noop_cuda", [&] { atoll::submit(noop_cuda).get(); }, {}, {}, 0});
   variants.push_back({"atoll_noop_cpu", [&] { atoll::submit(noop_cpu).get(); }, {}, {}, 0});
   variants.push_back({"floor_socket", [&] { echo.RoundTrip(false); }, {}, {}, 0});
+  variants.push_back({"floor_socket_polling", [&] { echo.RoundTrip(true); }, {}, {}, 0});
   MeasureInRounds(o, o.iterations, o.warmup, &variants);
+  atoll_request_release(c_request);
   CheckSum("direct", ha.data(), hb.data(), hc.data(), n);
   CheckSum("atoll", a.data(), b.data(), c.data(), n);
+  CheckSum("atoll, C API", a.data(), b.data(), c_c.data(), n);
   CheckSum("backend in process", pa.floats(), pb.floats(), pc.floats(), n);
   CheckSum("backend in process, zero-copy", za.floats(), zb.floats(), zc.floats(), n);
 
@@ -478,6 +503,13 @@ void RoundTrip(const Options& o, Cuda& cu, Report* report) {
   report->Add(std::move(p50));
   report->Add(Make(section, "cuda.roundtrip.atoll.p99", s["atoll"].p99_us, "us", s["direct"].p99_us,
                    "cuda.roundtrip.direct.p99"));
+  Result c_p50 =
+      Make(section, "cuda.roundtrip.atoll_c_api.p50", s["atoll_c_api"].p50_us, "us",
+           s["direct"].p50_us, "cuda.roundtrip.direct.p50",
+           {{"what", "atoll_submit + atoll_response_wait"}, {"p99_us", s["atoll_c_api"].p99_us}});
+  c_p50.target = "<= 1.2x direct";
+  c_p50.target_met = c_p50.ratio() <= kRoundTripRatioTarget;
+  report->Add(std::move(c_p50));
   report->Add(Make(section, "cuda.roundtrip.atoll_minus_direct.p50",
                    s["atoll"].p50_us - s["direct"].p50_us, "us"));
   const std::string where =
@@ -503,6 +535,9 @@ void RoundTrip(const Options& o, Cuda& cu, Report* report) {
                    {{"what",
                      "64-byte packet to an echo process and back, both blocking: the "
                      "least any client/daemon design pays per request here"}}));
+  report->Add(Make(where, "floor.process_socket_polling.p50", s["floor_socket_polling"].p50_us,
+                   "us", std::numeric_limits<double>::quiet_NaN(), "",
+                   {{"what", "the same with the caller polling (the echo process still sleeps)"}}));
   for (const Variant& v : variants) {
     report->Add(Diagnostic{"cuda.roundtrip." + v.key, static_cast<double>(v.samples_ns.size()),
                            static_cast<double>(v.wall_ns) / 1e9, v.usage});

@@ -523,6 +523,7 @@ extern "C" ATOLL_BACKEND_EXPORT const atoll_backend_v1* atoll_backend_get_v1(voi
       .unregister_memory = nullptr,
       .open_device = atl::cpu::OpenDevice,
       .isolate_by_default = 0,
+      .accepts_single_pass = 0,
   };
   return &table;
 }

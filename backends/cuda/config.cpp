@@ -154,6 +154,9 @@ std::string ParseConfig(const char* text, Config* config) {
       if (problem.empty()) config->pinned_bytes = bytes;
     } else if (key == "zero_copy_bytes") {
       problem = ReadSize(value, "zero_copy_bytes", 0, &config->zero_copy_bytes);
+    } else if (key == "single_pass_zero_copy_bytes") {
+      problem =
+          ReadSize(value, "single_pass_zero_copy_bytes", 0, &config->single_pass_zero_copy_bytes);
     } else if (key == "kernel_timeout_ms") {
       problem = ReadUint32(value, "kernel_timeout_ms", 0, 86400000, &config->kernel_timeout_ms);
     } else if (key == "context") {
@@ -173,7 +176,8 @@ std::string ParseConfig(const char* text, Config* config) {
       problem = "unknown field \"" + key +
                 "\"; the cuda backend's fields are \"devices\", \"streams\", "
                 "\"completion_threads\", \"spin_us\", \"pool_bytes\", \"pinned_bytes\", "
-                "\"zero_copy_bytes\", \"kernel_timeout_ms\", \"context\", \"jit_cache_dir\", "
+                "\"zero_copy_bytes\", \"single_pass_zero_copy_bytes\", \"kernel_timeout_ms\", "
+                "\"context\", \"jit_cache_dir\", "
                 "\"driver_library\" and \"nvml_library\"";
     }
     if (!problem.empty()) return problem;

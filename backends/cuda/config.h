@@ -19,7 +19,10 @@ struct Config {
   std::optional<uint64_t> pool_bytes;    // device memory cached per GPU; default 90% of the GPU's
   std::optional<uint64_t> pinned_bytes;  // client memory pinned at once; default 25% of the host's
   uint64_t zero_copy_bytes = 0;          // arrays up to this size are read in place over PCIe
-  uint32_t kernel_timeout_ms = 0;        // 0: no watchdog
+  // The same for arrays the manifest marks "single_pass", which the kernel touches once, so reading
+  // them in place costs no more than copying them.
+  uint64_t single_pass_zero_copy_bytes = 16384;
+  uint32_t kernel_timeout_ms = 0;  // 0: no watchdog
   bool own_context = true;    // a context of the backend's own per GPU, else the primary context
   std::string jit_cache_dir;  // "": PTX builds are cached in memory only
   std::string driver_library = "libcuda.so.1";

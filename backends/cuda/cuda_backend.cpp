@@ -347,6 +347,8 @@ extern "C" ATOLL_BACKEND_EXPORT const atoll_backend_v1* atoll_backend_get_v1(voi
       .open_device = atl::cuda::OpenDevice,
       // A kernel fault poisons every context of the process: a process per GPU contains it.
       .isolate_by_default = 1,
+      // Small single-pass arrays are read in place (single_pass_zero_copy_bytes).
+      .accepts_single_pass = 1,
   };
   return &table;
 }

@@ -108,11 +108,11 @@ class CudaGpu : public ::testing::Test {
 
 std::vector<atoll_backend_arg_v1> VectorArgs(void* a, void* b, void* c, const int32_t& n,
                                              size_t element, const char* type,
-                                             const char* scalar = "int") {
+                                             const char* scalar = "int", uint32_t hint = 0) {
   uint64_t bytes = static_cast<uint64_t>(n) * element;
-  return {Array(a, bytes, type, ATOLL_BACKEND_ACCESS_READ),
-          Array(b, bytes, type, ATOLL_BACKEND_ACCESS_READ),
-          Array(c, bytes, type, ATOLL_BACKEND_ACCESS_WRITE), Scalar(n, scalar)};
+  return {Array(a, bytes, type, ATOLL_BACKEND_ACCESS_READ | hint),
+          Array(b, bytes, type, ATOLL_BACKEND_ACCESS_READ | hint),
+          Array(c, bytes, type, ATOLL_BACKEND_ACCESS_WRITE | hint), Scalar(n, scalar)};
 }
 
 // Runs vadd on `n` fresh random floats on `compute_unit` and checks every element.
@@ -186,9 +186,12 @@ TEST_F(CudaGpu, ReadsTelemetryThroughNvml) {
 }
 
 TEST_F(CudaGpu, VectorAddsAndSubtractsFloats) {
+  // Single-pass arrays up to single_pass_zero_copy_bytes (16 KiB) are read in place when pinned.
   for (const char* config : {"{}", R"({"zero_copy_bytes": "64KiB"})"}) {
-    for (bool registered : {false, true}) {
-      SCOPED_TRACE(std::string(config) + (registered ? " registered" : " unregistered"));
+    for (auto [registered, hint] : {std::pair{false, 0u}, std::pair{true, 0u},
+                                    std::pair{true, uint32_t{ATOLL_BACKEND_ACCESS_SINGLE_PASS}}}) {
+      SCOPED_TRACE(std::string(config) + (registered ? " registered" : " unregistered") +
+                   (hint != 0 ? " single_pass" : ""));
       OpenBackend backend(table(), config);
       REQUIRE_GPU(backend);
       void* vadd = backend.MustKernel(kVector, "vadd", kFloatVector);
@@ -213,14 +216,16 @@ TEST_F(CudaGpu, VectorAddsAndSubtractsFloats) {
           }
         }
         std::string message;
-        ASSERT_EQ(backend.Run(vadd, VectorArgs(a.data(), b.data(), c.data(), n, 4, "float*"),
-                              Geometry(1, n), &message, 0),
-                  ATOLL_OK)
+        ASSERT_EQ(
+            backend.Run(vadd, VectorArgs(a.data(), b.data(), c.data(), n, 4, "float*", "int", hint),
+                        Geometry(1, n), &message, 0),
+            ATOLL_OK)
             << message;
         for (int32_t i = 0; i < n; ++i) ASSERT_EQ(c[i], a[i] + b[i]) << i;
-        ASSERT_EQ(backend.Run(vsub, VectorArgs(a.data(), b.data(), c.data(), n, 4, "float*"),
-                              Geometry(1, n), &message, 3),
-                  ATOLL_OK)
+        ASSERT_EQ(
+            backend.Run(vsub, VectorArgs(a.data(), b.data(), c.data(), n, 4, "float*", "int", hint),
+                        Geometry(1, n), &message, 3),
+            ATOLL_OK)
             << message;
         for (int32_t i = 0; i < n; ++i) ASSERT_EQ(c[i], a[i] - b[i]) << i;
         if (registered) {

@@ -37,6 +37,7 @@ TEST(CudaConfig, DefaultsWhenEmpty) {
   EXPECT_FALSE(config.pool_bytes.has_value());
   EXPECT_FALSE(config.pinned_bytes.has_value());
   EXPECT_EQ(config.zero_copy_bytes, 0u);
+  EXPECT_EQ(config.single_pass_zero_copy_bytes, 16384u);
   EXPECT_EQ(config.kernel_timeout_ms, 0u);
   EXPECT_EQ(config.driver_library, "libcuda.so.1");
   EXPECT_EQ(config.nvml_library, "libnvidia-ml.so.1");
@@ -49,6 +50,7 @@ TEST(CudaConfig, ReadsEveryField) {
   ASSERT_EQ(ParseConfig(R"({"devices": [1, 0], "streams": 16, "completion_threads": 2,
                            "spin_us": 0, "pool_bytes": "8GiB", "pinned_bytes": 1048576,
                            "zero_copy_bytes": "32KiB", "kernel_timeout_ms": 5000,
+                           "single_pass_zero_copy_bytes": 0,
                            "jit_cache_dir": "/tmp/jit", "driver_library": "/x/libcuda.so.1",
                            "context": "primary",
                            "nvml_library": ""})",
@@ -62,6 +64,7 @@ TEST(CudaConfig, ReadsEveryField) {
   EXPECT_EQ(config.pool_bytes, uint64_t{8} << 30);
   EXPECT_EQ(config.pinned_bytes, kMiB);
   EXPECT_EQ(config.zero_copy_bytes, 32768u);
+  EXPECT_EQ(config.single_pass_zero_copy_bytes, 0u);
   EXPECT_EQ(config.kernel_timeout_ms, 5000u);
   EXPECT_EQ(config.jit_cache_dir, "/tmp/jit");
   EXPECT_EQ(config.driver_library, "/x/libcuda.so.1");

@@ -484,7 +484,11 @@ int Device::Launch(uint32_t compute_unit, Kernel* kernel, const atoll_backend_ar
     if (arg.size_bytes > 0) {
       HostRegistry::Lease lease = registry_->Acquire(arg.data, arg.size_bytes, index_, pin);
       if (lease.base != nullptr) record->leases.push_back(lease.base);
-      if (lease.pinned && host_pointer_ok_ && arg.size_bytes <= config_.zero_copy_bytes) {
+      const uint64_t zero_copy_limit =
+          (arg.access & ATOLL_BACKEND_ACCESS_SINGLE_PASS) != 0
+              ? std::max(config_.zero_copy_bytes, config_.single_pass_zero_copy_bytes)
+              : config_.zero_copy_bytes;
+      if (lease.pinned && host_pointer_ok_ && arg.size_bytes <= zero_copy_limit) {
         // Small arrays of pinned memory: the kernel reads and writes them in place over PCIe,
         // which costs less than a copy each way.
         pointer = reinterpret_cast<CUdeviceptr>(arg.data);

@@ -1702,6 +1702,7 @@ extern "C" ATOLL_BACKEND_EXPORT const atoll_backend_v1* atoll_backend_get_v1(voi
       // Not yet: a process per device would hold its own OpenCL context per device.
       .open_device = nullptr,
       .isolate_by_default = 0,
+      .accepts_single_pass = 0,
   };
   return &table;
 }

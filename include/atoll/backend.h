@@ -64,7 +64,11 @@ typedef enum atoll_backend_arg_kind {
 typedef enum atoll_backend_access {
   ATOLL_BACKEND_ACCESS_READ = 1,
   ATOLL_BACKEND_ACCESS_WRITE = 2,
-  ATOLL_BACKEND_ACCESS_READ_WRITE = 3
+  ATOLL_BACKEND_ACCESS_READ_WRITE = 3,
+  /* Or'd in when the manifest marks the array "single_pass": the kernel touches each element at
+   * most once, so reading and writing it in place in host memory (zero-copy) costs no more than
+   * one copy. Only backends whose table sets accepts_single_pass see it. */
+  ATOLL_BACKEND_ACCESS_SINGLE_PASS = 4
 } atoll_backend_access;
 
 /* One argument of a launch, in kernel order. `type` is the manifest's type ("float*", "int").
@@ -161,6 +165,9 @@ typedef struct atoll_backend_v1 {
   /* Nonzero: the daemon runs each device in its own process unless its configuration says
    * `"isolate": "none"`. For backends whose faults outlive the request (CUDA). */
   uint32_t isolate_by_default;
+  /* Nonzero: launch() accepts ATOLL_BACKEND_ACCESS_SINGLE_PASS in an array's access. Without it
+   * the daemon leaves the flag out, so access is one of READ, WRITE, READ_WRITE. */
+  uint32_t accepts_single_pass;
 } atoll_backend_v1;
 
 /* The smallest table the daemon accepts: every field up to unregister_memory. */

@@ -668,6 +668,7 @@ StatusOr<std::unique_ptr<IsolatedPlugin>> IsolatedPlugin::Start(
   plugin->path_ = library.path;
   plugin->name_ = library.table->name;
   plugin->launch_timeout_ms_ = launch_timeout_ms;
+  plugin->accepts_single_pass_ = library.accepts_single_pass();
   if (library.open_device() == nullptr) {
     return FailedPreconditionError(
         "backend '" + plugin->name_ +

@@ -55,6 +55,8 @@ class IsolatedPlugin final : public Plugin {
                 void* user) const override;
   // Always: the device processes reach client memory only through registered buffers.
   bool wants_memory_registration() const override { return true; }
+  // The processes load the same library, so they take what it takes.
+  bool accepts_single_pass() const override { return accepts_single_pass_; }
   Status RegisterMemory(void* data, uint64_t size_bytes, int fd) const override;
   void UnregisterMemory(void* data) const override;
 
@@ -76,6 +78,7 @@ class IsolatedPlugin final : public Plugin {
   std::string name_;
   std::vector<std::unique_ptr<DeviceProcess>> devices_;
   uint32_t launch_timeout_ms_ = 0;
+  bool accepts_single_pass_ = false;
 
   // Client buffers by their address in the daemon, which launch arguments point into.
   // Lock order: buffers_mu_ before a DeviceProcess's mutex.

@@ -35,6 +35,12 @@ bool Library::isolate_by_default() const {
          table->isolate_by_default != 0;
 }
 
+bool Library::accepts_single_pass() const {
+  return Covers(table, offsetof(atoll_backend_v1, accepts_single_pass) +
+                           sizeof(table->accepts_single_pass)) &&
+         table->accepts_single_pass != 0;
+}
+
 StatusOr<Library> LoadLibrary(const std::filesystem::path& path) {
   Library library;
   library.path = path;
@@ -93,6 +99,7 @@ StatusOr<std::unique_ptr<LoadedPlugin>> LoadedPlugin::Open(const Library& librar
   }
   if (rc != 0) return FromAbi(rc, error, "backend '" + plugin->name_ + "' failed to open");
   plugin->table_ = library.table;
+  plugin->accepts_single_pass_ = library.accepts_single_pass();
   return plugin;
 }
 

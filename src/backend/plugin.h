@@ -34,6 +34,8 @@ class Plugin {
                         const atoll_backend_geometry_v1& geometry, atoll_backend_done_fn done,
                         void* user) const = 0;
   virtual bool wants_memory_registration() const = 0;
+  // Whether Launch accepts ATOLL_BACKEND_ACCESS_SINGLE_PASS (the table's accepts_single_pass).
+  virtual bool accepts_single_pass() const = 0;
   // Told once per client buffer the daemon maps. `fd` is the buffer's memfd, valid only during
   // the call (a plugin that needs it later duplicates it).
   virtual Status RegisterMemory(void* data, uint64_t size_bytes, int fd) const = 0;
@@ -59,6 +61,7 @@ struct Library {
   // The table's optional fields, NULL or 0 when the plugin's table predates them.
   decltype(atoll_backend_v1::open_device) open_device() const;
   bool isolate_by_default() const;
+  bool accepts_single_pass() const;
 };
 
 // Loads and checks the plugin at `path`. Errors name the path and the reason (dlopen's message,
@@ -94,6 +97,7 @@ class LoadedPlugin final : public Plugin {
                 const atoll_backend_geometry_v1& geometry, atoll_backend_done_fn done,
                 void* user) const override;
   bool wants_memory_registration() const override { return table_->register_memory != nullptr; }
+  bool accepts_single_pass() const override { return accepts_single_pass_; }
   Status RegisterMemory(void* data, uint64_t size_bytes, int fd) const override;
   void UnregisterMemory(void* data) const override;
 
@@ -102,6 +106,7 @@ class LoadedPlugin final : public Plugin {
   std::filesystem::path path_;
   std::string name_;
   const atoll_backend_v1* table_ = nullptr;
+  bool accepts_single_pass_ = false;
   void* backend_ = nullptr;
 };
 

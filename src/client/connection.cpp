@@ -26,7 +26,7 @@ void ResponseState::Complete(Status status, std::string payload) {
     if (done_) return;
     status_ = std::move(status);
     payload_ = std::move(payload);
-    done_ = true;
+    done_.store(true, std::memory_order_release);
     promise = std::move(promise_);
     promise_.reset();
   }
@@ -42,24 +42,51 @@ void ResponseState::Complete(Status status, std::string payload) {
 }
 
 bool ResponseState::done() const {
-  std::lock_guard lock(mutex_);
-  return done_;
+  // Acquire pairs with Complete's release: status_ and payload_ are visible once done.
+  return done_.load(std::memory_order_acquire);
+}
+
+bool ResponseState::SpinUntilDone() const {
+  const uint32_t spin_us = ClientSpinUs();
+  if (spin_us == 0) return done();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us);
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+    }
+    if (std::chrono::steady_clock::now() >= until) return done();
+  }
 }
 
 void ResponseState::Wait() const {
+  if (SpinUntilDone()) return;
   std::unique_lock lock(mutex_);
-  cv_.wait(lock, [&] { return done_; });
+  cv_.wait(lock, [&] { return done(); });
 }
 
 bool ResponseState::WaitFor(uint64_t timeout_ms) const {
+  if (SpinUntilDone()) return true;
   std::unique_lock lock(mutex_);
-  return cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return done_; });
+  return cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return done(); });
 }
 
 std::future<void> ResponseState::MakeFuture() {
   std::lock_guard lock(mutex_);
   promise_.emplace();
   return promise_->get_future();
+}
+
+uint32_t ClientSpinUs() {
+  static const uint32_t spin_us = [] {
+    const char* env = std::getenv("ATOLL_SPIN_US");
+    if (env != nullptr && env[0] != '\0') {
+      char* end = nullptr;
+      unsigned long value = std::strtoul(env, &end, 10);
+      if (*end == '\0' && env[0] != '-' && value <= 10000) return static_cast<uint32_t>(value);
+    }
+    return ipc::DefaultSpinUs();
+  }();
+  return spin_us;
 }
 
 namespace {
@@ -178,7 +205,8 @@ void Connection::ReaderLoop(std::shared_ptr<Live> live) {
       "its buffers again)");
   for (;;) {
     size_t size = 0;
-    auto received = ipc::RecvPacket(live->socket.get(), &buffer, &size, nullptr);
+    auto received =
+        ipc::RecvPacketSpinning(live->socket.get(), &buffer, &size, nullptr, ClientSpinUs());
     if (!received.ok()) {
       close_status =
           UnavailableError("lost the connection to the Atoll daemon (did the daemon restart?): " +

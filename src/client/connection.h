@@ -3,6 +3,7 @@
 // Thread safety: all methods are thread-safe.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -17,6 +18,11 @@
 #include "common/status.h"
 
 namespace atl::client {
+
+// How long the client's threads poll before they sleep: the reader thread for the daemon's next
+// message, a waiting thread (atoll_response_wait) for its response. $ATOLL_SPIN_US (0 to 10000)
+// when set, else ipc::DefaultSpinUs() (0 on hosts with 2 cores or fewer).
+uint32_t ClientSpinUs();
 
 // Completion of one submitted request or query, shared by the caller and the reader thread.
 class ResponseState {
@@ -38,9 +44,12 @@ class ResponseState {
   uint64_t request_id = 0;
 
  private:
+  // Polls done_ for up to the client's spin time; true if it became set.
+  bool SpinUntilDone() const;
+
   mutable std::mutex mutex_;
   mutable std::condition_variable cv_;
-  bool done_ = false;  // GUARDED_BY(mutex_)
+  std::atomic<bool> done_{false};  // written under mutex_; read without it by the spin
   Status status_;
   std::string payload_;
   std::optional<std::promise<void>> promise_;

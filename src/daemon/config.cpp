@@ -261,6 +261,7 @@ StatusOr<Config> ParseConfig(const std::string& json_text) {
                                        "max_buffer_bytes_per_connection",
                                        "handshake_timeout_ms",
                                        "max_unread_replies_per_connection",
+                                       "io_spin_us",
                                        "scheduler",
                                        "tenants",
                                        "devices"};
@@ -338,6 +339,7 @@ StatusOr<Config> ParseConfig(const std::string& json_text) {
   ATOLL_RETURN_IF_ERROR(ReadUnsigned(j, "handshake_timeout_ms", 3600000, &c.handshake_timeout_ms));
   ATOLL_RETURN_IF_ERROR(ReadUnsigned(j, "max_unread_replies_per_connection", 100000000,
                                      &c.max_unread_replies_per_connection));
+  ATOLL_RETURN_IF_ERROR(ReadUnsigned(j, "io_spin_us", 10000, &c.io_spin_us));
   if (c.max_connections_per_uid == 0) {
     return FieldError("max_connections_per_uid", "must be at least 1");
   }
@@ -391,6 +393,7 @@ std::string ConfigToJson(const Config& c) {
   j["max_buffer_bytes_per_connection"] = c.max_buffer_bytes_per_connection;
   j["handshake_timeout_ms"] = c.handshake_timeout_ms;
   j["max_unread_replies_per_connection"] = c.max_unread_replies_per_connection;
+  j["io_spin_us"] = c.io_spin_us;
   json scheduler = TenantToJson(c.scheduler.defaults, "default_weight");
   scheduler["policy"] = c.scheduler.policy;
   scheduler["tenant_by"] = c.scheduler.tenant_by;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "ipc/socket.h"
 
 namespace atl::daemon {
 
@@ -67,6 +68,9 @@ struct Config {
   // Replies queued because the client does not read them; beyond this the daemon stops reading
   // that connection's requests until they drain.
   uint32_t max_unread_replies_per_connection = 4096;
+  // How long the I/O thread polls for the next message after its last one before it sleeps in
+  // epoll_wait: a request then finds it awake instead of paying a wake-up.
+  uint32_t io_spin_us = ipc::DefaultSpinUs();
 
   // Scheduling (docs/scheduling.md): the policy, the tenants and the devices' modes.
   SchedulerSettings scheduler;

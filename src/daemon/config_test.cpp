@@ -1,5 +1,7 @@
 #include "daemon/config.h"
 
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 namespace atl::daemon {
@@ -209,6 +211,29 @@ TEST(Config, HardeningErrorsNameTheField) {
     EXPECT_EQ(parsed.status().code(), Code::kInvalidArgument);
     EXPECT_NE(parsed.status().message().find(c.must_mention), std::string::npos)
         << c.json << " -> " << parsed.status().message();
+  }
+}
+
+TEST(Config, IoSpinDefaultsByCoresAndIsBounded) {
+  auto defaults = ParseConfig("{}");
+  ASSERT_TRUE(defaults.ok());
+  const long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
+  EXPECT_EQ(defaults->io_spin_us, cores > 2 ? ipc::kDefaultSpinUs : 0u);
+  auto set = ParseConfig(R"({"io_spin_us": 0})");
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  EXPECT_EQ(set->io_spin_us, 0u);
+  set = ParseConfig(R"({"io_spin_us": 250})");
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  EXPECT_EQ(set->io_spin_us, 250u);
+  auto again = ParseConfig(ConfigToJson(*set));
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->io_spin_us, 250u);
+  for (const char* bad :
+       {R"({"io_spin_us": 10001})", R"({"io_spin_us": -1})", R"({"io_spin_us": "100"})"}) {
+    auto parsed = ParseConfig(bad);
+    ASSERT_FALSE(parsed.ok()) << bad;
+    EXPECT_NE(parsed.status().message().find("io_spin_us"), std::string::npos)
+        << parsed.status().message();
   }
 }
 

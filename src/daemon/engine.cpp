@@ -97,7 +97,7 @@ bool SameSignature(const repository::KernelSpec& a, const repository::KernelSpec
     const auto& x = a.arguments[i];
     const auto& y = b.arguments[i];
     if (x.type != y.type || x.kind != y.kind || x.element_bytes != y.element_bytes ||
-        x.access != y.access || x.length != y.length) {
+        x.access != y.access || x.single_pass != y.single_pass || x.length != y.length) {
       return false;
     }
   }
@@ -702,6 +702,10 @@ void Engine::LaunchNow(const scheduler::Start& start) {
       variant < 0 ? job->args : job->variants[static_cast<size_t>(variant)].args;
   const atoll_backend_geometry_v1& geometry =
       variant < 0 ? job->geometry : job->variants[static_cast<size_t>(variant)].geometry;
+  if (!device.plugin->accepts_single_pass()) {
+    for (atoll_backend_arg_v1& arg : args)
+      arg.access &= ~uint32_t{ATOLL_BACKEND_ACCESS_SINGLE_PASS};
+  }
   // The job keeps itself alive until OnDone: the backend only holds a raw pointer.
   auto* holder = new std::shared_ptr<Job>(job);
   job->launched_at = Clock::now();

@@ -105,7 +105,8 @@ Status DecodeArguments(const std::string& accelerator, const repository::KernelS
     const auto& spec = kernel.arguments[static_cast<size_t>(i)];
     atoll_backend_arg_v1& arg_out = out->args[static_cast<size_t>(i)];
     arg_out.type = spec.type.c_str();
-    arg_out.access = static_cast<uint32_t>(spec.access);
+    arg_out.access = static_cast<uint32_t>(spec.access) |
+                     (spec.single_pass ? uint32_t{ATOLL_BACKEND_ACCESS_SINGLE_PASS} : 0);
     // Kernels read arrays as their element type, which needs natural alignment.
     uint64_t align = std::min<uint64_t>(spec.element_bytes, 16);
     if (arg_out.kind == ATOLL_BACKEND_ARG_ARRAY && align > 1 && (align & (align - 1)) == 0 &&

@@ -177,6 +177,11 @@ StatusOr<RecvResult> RecvPacketSpinning(int socket, std::string* buffer, size_t*
   return RecvPacket(socket, buffer, size, received_fd);
 }
 
+uint32_t DefaultSpinUs() {
+  static const uint32_t spin_us = ::sysconf(_SC_NPROCESSORS_ONLN) > 2 ? kDefaultSpinUs : 0;
+  return spin_us;
+}
+
 StatusOr<PeerCredentials> GetPeerCredentials(int socket) {
   ucred cred{};
   socklen_t len = sizeof(cred);

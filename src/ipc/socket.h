@@ -54,6 +54,12 @@ StatusOr<RecvResult> RecvPacket(int socket, std::string* buffer, size_t* size,
 StatusOr<RecvResult> RecvPacketSpinning(int socket, std::string* buffer, size_t* size,
                                         UniqueFd* received_fd, uint32_t spin_us);
 
+// How long a thread that waits for the next step of a request polls before it sleeps, when nobody
+// configured it: 0 on hosts with 2 cores or fewer, where the poll takes the core the other side
+// needs; kDefaultSpinUs elsewhere, where a wake-up costs more than polling for it.
+inline constexpr uint32_t kDefaultSpinUs = 100;
+uint32_t DefaultSpinUs();
+
 StatusOr<PeerCredentials> GetPeerCredentials(int socket);
 
 }  // namespace atl::ipc

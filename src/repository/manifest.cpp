@@ -499,6 +499,14 @@ StatusOr<ArgumentSpec> ParseArgument(const Json& value, const std::string& path)
                                 (access->is_string() ? Quoted(text) : Describe(*access)));
     }
   }
+  if (const Json* single_pass = Find(value, "single_pass")) {
+    std::string where = Child(path, "single_pass");
+    if (arg.kind == ArgKind::kScalar) return Invalid(where, only_arrays);
+    if (!single_pass->is_boolean()) {
+      return Invalid(where, "must be true or false, got " + Describe(*single_pass));
+    }
+    arg.single_pass = single_pass->get<bool>();
+  }
   if (const Json* memory = Find(value, "memory")) {
     std::string where = Child(path, "memory");
     if (arg.kind == ArgKind::kScalar) return Invalid(where, only_arrays);
@@ -668,7 +676,7 @@ bool SameSignature(const KernelSpec& a, const KernelSpec& b) {
     const ArgumentSpec& x = a.arguments[i];
     const ArgumentSpec& y = b.arguments[i];
     if (x.name != y.name || x.kind != y.kind || x.element_bytes != y.element_bytes ||
-        x.access != y.access || x.length != y.length ||
+        x.access != y.access || x.single_pass != y.single_pass || x.length != y.length ||
         internal::SplitArgumentType(x.type)->element !=
             internal::SplitArgumentType(y.type)->element) {
       return false;
@@ -798,6 +806,7 @@ std::string ManifestToJson(const Manifest& manifest) {
         a["access"] = arg.access == Access::kRead ? "r" : arg.access == Access::kWrite ? "w" : "rw";
         if (!arg.memory.empty()) a["memory"] = Split(arg.memory, ',');
         if (!arg.length.empty()) a["length"] = arg.length;
+        if (arg.single_pass) a["single_pass"] = true;
       }
       arguments.push_back(std::move(a));
     }

@@ -25,6 +25,9 @@ struct ArgumentSpec {
   // non-negative integer constants ("n", "width*height", "3*n"), stored without spaces; "" means
   // no rule.
   std::string length;
+  // Arrays only (Atoll's "single_pass"): the kernel touches each element at most once, so a backend
+  // may leave a small array in host memory for the kernel to read or write in place.
+  bool single_pass = false;
   // Arrays only: the bank names InAccel's "memory" lists, joined by ','; "" when not given. When a
   // kernelId is listed once per compute unit, the first listing's banks.
   std::string memory;

@@ -280,6 +280,32 @@ TEST(ParseManifest, Access) {
   EXPECT_EQ(m->kernels[0].arguments[0].access, Access::kReadWrite);
 }
 
+TEST(ParseManifest, SinglePass) {
+  StatusOr<Manifest> m = ParseManifest(Valid(Kernel(
+      R"([{"type": "float*", "access": "r", "single_pass": true}, {"type": "float*"},
+          {"type": "float*", "single_pass": false}])")));
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_TRUE(m->kernels[0].arguments[0].single_pass);
+  EXPECT_FALSE(m->kernels[0].arguments[1].single_pass);
+  EXPECT_FALSE(m->kernels[0].arguments[2].single_pass);
+  std::string json = ManifestToJson(*m);
+  EXPECT_THAT(json, HasSubstr("\"single_pass\": true"));
+  StatusOr<Manifest> again = ParseManifest(json);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_TRUE(again->kernels[0].arguments[0].single_pass);
+  EXPECT_FALSE(again->kernels[0].arguments[1].single_pass);
+
+  EXPECT_THAT(ErrorOf(Valid(Kernel(R"([{"type": "int", "single_pass": true}])"))),
+              HasSubstr("kernels[0].arguments[0].single_pass: is only for arrays"));
+  EXPECT_THAT(ErrorOf(Valid(Kernel(R"([{"type": "int*", "single_pass": "yes"}])"))),
+              HasSubstr("kernels[0].arguments[0].single_pass: must be true or false, got"));
+  // Compute units of one kernelId must agree on it, as on every other argument field.
+  EXPECT_THAT(ErrorOf(Valid(R"([
+      {"kernelId": "add", "name": "a", "arguments": [{"type": "int*", "single_pass": true}]},
+      {"kernelId": "add", "name": "b", "arguments": [{"type": "int*"}]}])")),
+              HasSubstr("kernels[1]"));
+}
+
 TEST(ParseManifest, SizeGivesUnknownTypesTheirSize) {
   StatusOr<Manifest> m = ParseManifest(Valid(
       Kernel(R"([{"type": "pixel_t*", "size": "3", "name": "p"}, {"type": "int", "size": 4}])")));
