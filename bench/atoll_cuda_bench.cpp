@@ -462,6 +462,7 @@ void RoundTrip(const Options& o, Cuda& cu, Report* report) {
   variants.push_back({"direct", direct, {}, {}, 0});
   variants.push_back({"atoll", through_atoll, {}, {}, 0});
   variants.push_back({"atoll_c_api", through_c_api, {}, {}, 0});
+  variants.push_back({"atoll_call", [&] { atoll::call(request); }, {}, {}, 0});
   variants.push_back({"backend_in_process",
                       [&] { copies.Vadd(pa.floats(), pb.floats(), pc.floats(), n); },
                       {},
@@ -510,6 +511,13 @@ void RoundTrip(const Options& o, Cuda& cu, Report* report) {
   c_p50.target = "<= 1.2x direct";
   c_p50.target_met = c_p50.ratio() <= kRoundTripRatioTarget;
   report->Add(std::move(c_p50));
+  Result call_p50 = Make(section, "cuda.roundtrip.atoll_call.p50", s["atoll_call"].p50_us, "us",
+                         s["direct"].p50_us, "cuda.roundtrip.direct.p50",
+                         {{"what", "atoll::call(r): submit and wait in the calling thread"},
+                          {"p99_us", s["atoll_call"].p99_us}});
+  call_p50.target = "<= 1.2x direct";
+  call_p50.target_met = call_p50.ratio() <= kRoundTripRatioTarget;
+  report->Add(std::move(call_p50));
   report->Add(Make(section, "cuda.roundtrip.atoll_minus_direct.p50",
                    s["atoll"].p50_us - s["direct"].p50_us, "us"));
   const std::string where =

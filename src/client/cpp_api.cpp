@@ -87,3 +87,10 @@ std::future<void> atoll::submit(const request& r) {
   if (!state.ok()) Throw(state.status());
   return future;
 }
+
+void atoll::call(const request& r) {
+  auto state = r.handle()->request.Submit(false, nullptr);
+  if (!state.ok()) Throw(state.status());
+  (*state)->Wait();
+  if (!(*state)->status().ok()) Throw((*state)->status());
+}

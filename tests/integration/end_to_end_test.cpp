@@ -146,6 +146,40 @@ TEST_F(EndToEnd, PipelinedRequestsAllComplete) {
   for (auto& f : futures) f.get();
 }
 
+TEST_F(EndToEnd, CallWaitsInTheCallingThreadAndThrowsTheRequestsError) {
+  const int n = 4096;
+  atoll::vector<float> a(n), b(n), c(n);
+  for (int round = 0; round < 50; ++round) {
+    for (int i = 0; i < n; ++i) {
+      a[i] = static_cast<float>(i + round);
+      b[i] = static_cast<float>(2 * i);
+      c[i] = -1.0f;
+    }
+    atoll::request add("vector.addition");
+    add.arg(a).arg(b).arg(c).arg(n);
+    ASSERT_NO_THROW(atoll::call(add));
+    for (int i = 0; i < n; ++i) ASSERT_EQ(c[i], a[i] + b[i]) << round << " " << i;
+  }
+  int code = ATOLL_OUT_OF_RANGE;
+  atoll::request fails("testing.fail");
+  fails.arg(code);
+  try {
+    atoll::call(fails);
+    ADD_FAILURE() << "call of testing.fail returned";
+  } catch (const atoll::error& e) {
+    EXPECT_EQ(e.code(), ATOLL_OUT_OF_RANGE) << e.what();
+    EXPECT_THAT(e.what(), HasSubstr("on purpose"));
+  }
+  atoll::request unknown("vector.additoin");
+  try {
+    atoll::call(unknown);
+    ADD_FAILURE() << "call of an unknown accelerator returned";
+  } catch (const atoll::error& e) {
+    EXPECT_EQ(e.code(), ATOLL_NOT_FOUND) << e.what();
+    EXPECT_THAT(e.what(), HasSubstr("vector.addition"));
+  }
+}
+
 TEST_F(EndToEnd, UnknownAcceleratorSuggestsCloseNames) {
   atoll::request r("vector.additon");
   auto [code, message] = Outcome(r);

@@ -9,7 +9,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -48,7 +50,15 @@ TestDaemon::TestDaemon(Options options) {
     }
   }
   std::string config_path = folder_ + "/atolld.json";
-  std::ofstream(config_path) << options.config_json;
+  std::string config_json = options.config_json;
+  // The polling variant of a test binary (ctest's *_polling entries) sets this, so the I/O
+  // thread's poll runs on hosts whose core count turns it off by default.
+  if (const char* spin = std::getenv("ATOLL_TEST_IO_SPIN_US"); spin != nullptr && *spin != '\0') {
+    nlohmann::json config = nlohmann::json::parse(config_json);
+    if (!config.contains("io_spin_us")) config["io_spin_us"] = std::stoul(spin);
+    config_json = config.dump();
+  }
+  std::ofstream(config_path) << config_json;
 
   args_ = {ATOLL_TEST_ATOLLD, "--config",       config_path,
            "--socket",        socket_,          "--repository",
