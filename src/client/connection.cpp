@@ -5,6 +5,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -46,8 +47,8 @@ bool ResponseState::done() const {
   return done_.load(std::memory_order_acquire);
 }
 
-bool ResponseState::SpinUntilDone() const {
-  const uint32_t spin_us = ClientSpinUs();
+bool ResponseState::SpinUntilDone(uint64_t limit_us) const {
+  const uint64_t spin_us = std::min<uint64_t>(ClientSpinUs(), limit_us);
   if (spin_us == 0) return done();
   const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us);
   for (;;) {
@@ -59,13 +60,14 @@ bool ResponseState::SpinUntilDone() const {
 }
 
 void ResponseState::Wait() const {
-  if (SpinUntilDone()) return;
+  if (SpinUntilDone(UINT64_MAX)) return;
   std::unique_lock lock(mutex_);
   cv_.wait(lock, [&] { return done(); });
 }
 
 bool ResponseState::WaitFor(uint64_t timeout_ms) const {
-  if (SpinUntilDone()) return true;
+  // Never longer than the caller allows: a zero timeout only looks.
+  if (SpinUntilDone(timeout_ms > UINT64_MAX / 1000 ? UINT64_MAX : timeout_ms * 1000)) return true;
   std::unique_lock lock(mutex_);
   return cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return done(); });
 }

@@ -44,8 +44,8 @@ class ResponseState {
   uint64_t request_id = 0;
 
  private:
-  // Polls done_ for up to the client's spin time; true if it became set.
-  bool SpinUntilDone() const;
+  // Polls done_ for up to the client's spin time, at most `limit_us`; true if it became set.
+  bool SpinUntilDone(uint64_t limit_us) const;
 
   mutable std::mutex mutex_;
   mutable std::condition_variable cv_;
