@@ -94,25 +94,6 @@ struct Options {
   int hold_us = 2000;
 };
 
-[[noreturn]] void ThrowC(const char* call, atoll_status_code code) {
-  throw atoll::error(code, std::string(call) + ": " + atoll_last_error());
-}
-
-// The C API's request handle, released on every path.
-class CRequest {
- public:
-  explicit CRequest(const char* accelerator) : handle_(atoll_request_create(accelerator)) {
-    if (handle_ == nullptr) ThrowC("atoll_request_create", ATOLL_INVALID_ARGUMENT);
-  }
-  ~CRequest() { atoll_request_release(handle_); }
-  CRequest(const CRequest&) = delete;
-  CRequest& operator=(const CRequest&) = delete;
-  atoll_request get() const { return handle_; }
-
- private:
-  atoll_request handle_;
-};
-
 // ---- Round trip ---------------------------------------------------------------------------------
 
 // One way of running vector.addition once, and what it was measured at.
@@ -282,23 +263,8 @@ void RoundTrip(const Options& o, Report* report) {
   auto cpp = [&] { atoll::submit(cpp_request).get(); };
 
   CRequest c_request("vector.addition");
-  const void* c_arrays[3] = {a.data(), b.data(), c_c.data()};
-  for (uint32_t i = 0; i < 3; ++i) {
-    atoll_status_code rc = atoll_request_arg_array(c_request.get(), bytes, c_arrays[i], i);
-    if (rc != ATOLL_OK) ThrowC("atoll_request_arg_array", rc);
-  }
-  if (atoll_status_code rc = atoll_request_arg_scalar(c_request.get(), sizeof(n), &n, 3);
-      rc != ATOLL_OK) {
-    ThrowC("atoll_request_arg_scalar", rc);
-  }
-  auto c_api = [&] {
-    atoll_response response = nullptr;
-    atoll_status_code rc = atoll_submit(c_request.get(), &response);
-    if (rc != ATOLL_OK) ThrowC("atoll_submit", rc);
-    rc = atoll_response_wait(response);
-    atoll_response_release(response);
-    if (rc != ATOLL_OK) ThrowC("atoll_response_wait", rc);
-  };
+  SetVectorAdditionArgs(c_request, a.data(), b.data(), c_c.data(), n);
+  auto c_api = [&] { SubmitAndWaitC(c_request); };
 
   // The platform floor, measured in the same rounds: a Submit packet of vector.addition is about
   // this size on the wire.

@@ -422,25 +422,9 @@ void RoundTrip(const Options& o, Cuda& cu, Report* report) {
   auto through_atoll = [&] { atoll::submit(request).get(); };
   // The C API's waiting thread polls for its response (ATOLL_SPIN_US) where std::future sleeps.
   atoll::vector<float> c_c(n);
-  atoll_request c_request = atoll_request_create("vector.addition");
-  const void* c_arrays[3] = {a.data(), b.data(), c_c.data()};
-  for (uint32_t i = 0; i < 3; ++i) {
-    if (atoll_request_arg_array(c_request, bytes, c_arrays[i], i) != ATOLL_OK) {
-      throw std::runtime_error(std::string("atoll_request_arg_array: ") + atoll_last_error());
-    }
-  }
-  if (atoll_request_arg_scalar(c_request, sizeof(n), &n, 3) != ATOLL_OK) {
-    throw std::runtime_error(std::string("atoll_request_arg_scalar: ") + atoll_last_error());
-  }
-  auto through_c_api = [&] {
-    atoll_response response = nullptr;
-    atoll_status_code rc = atoll_submit(c_request, &response);
-    if (rc == ATOLL_OK) {
-      rc = atoll_response_wait(response);
-      atoll_response_release(response);
-    }
-    if (rc != ATOLL_OK) throw std::runtime_error(std::string("C API: ") + atoll_last_error());
-  };
+  CRequest c_request("vector.addition");
+  SetVectorAdditionArgs(c_request, a.data(), b.data(), c_c.data(), n);
+  auto through_c_api = [&] { SubmitAndWaitC(c_request); };
   // Where the time goes: the backend in this process (no daemon), with copies and with
   // zero-copy; the daemon's round trip of a kernel that does nothing, on the cpu and the cuda
   // backend; the bare socket ping-pong.
@@ -478,7 +462,6 @@ void RoundTrip(const Options& o, Cuda& cu, Report* report) {
   variants.push_back({"floor_socket", [&] { echo.RoundTrip(false); }, {}, {}, 0});
   variants.push_back({"floor_socket_polling", [&] { echo.RoundTrip(true); }, {}, {}, 0});
   MeasureInRounds(o, o.iterations, o.warmup, &variants);
-  atoll_request_release(c_request);
   CheckSum("direct", ha.data(), hb.data(), hc.data(), n);
   CheckSum("atoll", a.data(), b.data(), c.data(), n);
   CheckSum("atoll, C API", a.data(), b.data(), c_c.data(), n);

@@ -24,7 +24,38 @@
 #include <stdexcept>
 #include <thread>
 
+#include "atoll/atoll.hpp"
+
 namespace atl::bench {
+
+void ThrowC(const char* call, atoll_status_code code) {
+  throw atoll::error(code, std::string(call) + ": " + atoll_last_error());
+}
+
+CRequest::CRequest(const char* accelerator) : handle_(atoll_request_create(accelerator)) {
+  if (handle_ == nullptr) ThrowC("atoll_request_create", ATOLL_INVALID_ARGUMENT);
+}
+
+void SetVectorAdditionArgs(const CRequest& request, const float* a, const float* b, float* c,
+                           int n) {
+  const size_t bytes = static_cast<size_t>(n) * sizeof(float);
+  const void* arrays[3] = {a, b, c};
+  for (uint32_t i = 0; i < 3; ++i) {
+    atoll_status_code rc = atoll_request_arg_array(request.get(), bytes, arrays[i], i);
+    if (rc != ATOLL_OK) ThrowC("atoll_request_arg_array", rc);
+  }
+  atoll_status_code rc = atoll_request_arg_scalar(request.get(), sizeof(n), &n, 3);
+  if (rc != ATOLL_OK) ThrowC("atoll_request_arg_scalar", rc);
+}
+
+void SubmitAndWaitC(const CRequest& request) {
+  atoll_response response = nullptr;
+  atoll_status_code rc = atoll_submit(request.get(), &response);
+  if (rc != ATOLL_OK) ThrowC("atoll_submit", rc);
+  rc = atoll_response_wait(response);
+  atoll_response_release(response);
+  if (rc != ATOLL_OK) ThrowC("atoll_response_wait", rc);
+}
 
 namespace {
 

@@ -12,9 +12,32 @@
 #include <string>
 #include <vector>
 
+#include "atoll/atoll.h"
 #include "atoll/cpu_kernel.h"
 
 namespace atl::bench {
+
+// Throws atoll::error for a failed C API call, with the library's message.
+[[noreturn]] void ThrowC(const char* call, atoll_status_code code);
+
+// The C API's request handle, released on every path.
+class CRequest {
+ public:
+  explicit CRequest(const char* accelerator);
+  ~CRequest() { atoll_request_release(handle_); }
+  CRequest(const CRequest&) = delete;
+  CRequest& operator=(const CRequest&) = delete;
+  atoll_request get() const { return handle_; }
+
+ private:
+  atoll_request handle_;
+};
+
+// A C API request for vector.addition of `n` floats: a + b into c, all in Atoll buffers.
+void SetVectorAdditionArgs(const CRequest& request, const float* a, const float* b, float* c,
+                           int n);
+// atoll_submit, then atoll_response_wait; throws atoll::error on failure.
+void SubmitAndWaitC(const CRequest& request);
 
 // Microsecond statistics of a set of latencies.
 struct LatencySummary {

@@ -402,15 +402,13 @@ int Server::Run() {
   const auto spin = std::chrono::microseconds(config_.io_spin_us);
   auto last_event = std::chrono::steady_clock::now();
   for (;;) {
-    int n = ::epoll_wait(epoll_.get(), events, 64, 0);
-    if (n == 0) {
-      // Poll while messages came recently (a client waiting on its reply sends its next request
-      // within microseconds), then sleep until the next one.
-      while (n == 0 && std::chrono::steady_clock::now() - last_event < spin) {
-        n = ::epoll_wait(epoll_.get(), events, 64, 0);
-      }
-      if (n == 0) n = ::epoll_wait(epoll_.get(), events, 64, WaitTimeoutMs(deadlines ? 5 : -1));
+    // Poll while messages came recently (a client waiting on its reply sends its next request
+    // within microseconds), then sleep until the next one.
+    int n = 0;
+    while (n == 0 && std::chrono::steady_clock::now() - last_event < spin) {
+      n = ::epoll_wait(epoll_.get(), events, 64, 0);
     }
+    if (n == 0) n = ::epoll_wait(epoll_.get(), events, 64, WaitTimeoutMs(deadlines ? 5 : -1));
     if (n > 0) last_event = std::chrono::steady_clock::now();
     if (n < 0 && errno != EINTR) {
       spdlog::critical("epoll_wait: {}", std::strerror(errno));
