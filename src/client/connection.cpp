@@ -16,6 +16,7 @@
 
 #include "atoll.pb.h"
 #include "atoll/atoll.hpp"
+#include "ipc/ring.h"
 #include "ipc/socket.h"
 
 namespace atl::client {
@@ -105,6 +106,9 @@ const int fork_handler_installed = ::pthread_atfork(nullptr, nullptr, &OnForkChi
 struct Connection::Live {
   uint64_t fork_generation = 0;
   UniqueFd socket;
+  // Shared rings beside the socket, when the daemon offered them; the reader thread alone pops
+  // from_creator(), senders push to_creator() under Connection::send_mutex_.
+  std::unique_ptr<ipc::SharedRings> rings;
   std::atomic<bool> closed{false};
   std::atomic<uint64_t> next_id{1};
   std::mutex pending_mutex;
@@ -146,6 +150,7 @@ Status Connection::EnsureConnectedLocked() {
   wire::ClientMessage hello;
   hello.mutable_hello()->set_protocol_version(wire::PROTOCOL_VERSION_CURRENT);
   hello.mutable_hello()->set_client("libatoll " ATOLL_VERSION);
+  hello.mutable_hello()->set_shared_rings(true);
   ATOLL_RETURN_IF_ERROR(ipc::SendPacket(fd.get(), hello.SerializeAsString()));
 
   // The handshake is synchronous and bounded: a wedged daemon must not hang the first submit.
@@ -153,7 +158,8 @@ Status Connection::EnsureConnectedLocked() {
   ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   std::string buffer;
   size_t size = 0;
-  auto received = ipc::RecvPacket(fd.get(), &buffer, &size, nullptr);
+  UniqueFd rings_fd;
+  auto received = ipc::RecvPacket(fd.get(), &buffer, &size, &rings_fd);
   if (!received.ok()) {
     if (received.status().code() == Code::kUnavailable ||
         received.status().message().find("Resource temporarily") != std::string::npos) {
@@ -181,6 +187,18 @@ Status Connection::EnsureConnectedLocked() {
   ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
 
   auto live = std::make_shared<Live>();
+  if (reply.welcome().ring_capacity() != 0) {
+    if (!rings_fd.valid()) {
+      return InternalError("the Atoll daemon at '" + path + "' offered shared rings without " +
+                           "their memory");
+    }
+    auto rings = ipc::SharedRings::Map(rings_fd.get(), reply.welcome().ring_capacity());
+    if (!rings.ok()) {
+      return Status(rings.status().code(), "mapping the shared rings of the Atoll daemon at '" +
+                                               path + "': " + rings.status().message());
+    }
+    live->rings = std::move(rings).value();
+  }
   live->fork_generation = fork_generation.load(std::memory_order_relaxed);
   live->socket = std::move(fd);
   live_ = live;
@@ -198,6 +216,43 @@ void Connection::FailAll(const std::shared_ptr<Live>& live, const Status& status
   for (auto& [id, state] : pending) state->Complete(status);
 }
 
+namespace {
+
+// While the reader polls a ring, it looks at the socket (large replies, replies that found the ring
+// full, Goodbye) this often: a look is a system call.
+constexpr auto kSocketPollInterval = std::chrono::microseconds(20);
+
+// The daemon's next message, from the ring or the socket, polling for the client's spin time
+// before it sleeps on the socket. Doorbells are consumed here.
+StatusOr<ipc::RecvResult> NextPacket(ipc::Ring& ring, int socket, std::string* buffer,
+                                     size_t* size) {
+  for (;;) {
+    const auto start = std::chrono::steady_clock::now();
+    const auto until = start + std::chrono::microseconds(ClientSpinUs());
+    auto next_socket_look = start;
+    for (;;) {
+      auto popped = ring.Pop(buffer, size);
+      if (!popped.ok() || *popped == ipc::RecvResult::kPacket) return popped;
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= next_socket_look) {
+        auto got = ipc::RecvPacket(socket, buffer, size, nullptr, /*dont_wait=*/true);
+        if (!got.ok() || *got == ipc::RecvResult::kClosed) return got;
+        if (*got == ipc::RecvResult::kPacket && !ipc::IsDoorbell(buffer->data(), *size)) return got;
+        next_socket_look = now + kSocketPollInterval;
+      }
+      if (now >= until) break;
+    }
+    if (!ring.PrepareToSleep()) continue;
+    auto got = ipc::RecvPacket(socket, buffer, size, nullptr);
+    ring.Awake();
+    if (!got.ok() || *got != ipc::RecvResult::kPacket || !ipc::IsDoorbell(buffer->data(), *size)) {
+      return got;
+    }
+  }
+}
+
+}  // namespace
+
 void Connection::ReaderLoop(std::shared_ptr<Live> live) {
   std::string buffer;
   wire::ServerMessage message;
@@ -205,10 +260,28 @@ void Connection::ReaderLoop(std::shared_ptr<Live> live) {
       "the Atoll daemon restarted or stopped: its connection closed before the request "
       "completed, so the request's outputs are undefined. The next submit reconnects (sending "
       "its buffers again)");
+  // The daemon pushes its messages into the ring before it closes the socket or says Goodbye on
+  // it, so once the socket ends the ring is read to its end.
+  bool draining = false;
   for (;;) {
     size_t size = 0;
-    auto received =
-        ipc::RecvPacketSpinning(live->socket.get(), &buffer, &size, nullptr, ClientSpinUs());
+    StatusOr<ipc::RecvResult> received = ipc::RecvResult::kClosed;
+    if (draining) {
+      received = live->rings->from_creator().Pop(&buffer, &size);
+      if (received.ok() && *received == ipc::RecvResult::kWouldBlock) {
+        received = ipc::RecvPacket(live->socket.get(), &buffer, &size, nullptr, true);
+        if (received.ok() && *received == ipc::RecvResult::kPacket &&
+            ipc::IsDoorbell(buffer.data(), size)) {
+          continue;
+        }
+        if (!received.ok() || *received != ipc::RecvResult::kPacket) break;
+      }
+    } else if (live->rings != nullptr) {
+      received = NextPacket(live->rings->from_creator(), live->socket.get(), &buffer, &size);
+    } else {
+      received =
+          ipc::RecvPacketSpinning(live->socket.get(), &buffer, &size, nullptr, ClientSpinUs());
+    }
     if (!received.ok()) {
       close_status =
           UnavailableError("lost the connection to the Atoll daemon (did the daemon restart?): " +
@@ -216,7 +289,11 @@ void Connection::ReaderLoop(std::shared_ptr<Live> live) {
                            "; the request's outputs are undefined. The next submit reconnects");
       break;
     }
-    if (*received == ipc::RecvResult::kClosed) break;
+    if (*received == ipc::RecvResult::kClosed) {
+      if (live->rings == nullptr || draining) break;
+      draining = true;
+      continue;
+    }
     if (!message.ParseFromArray(buffer.data(), static_cast<int>(size))) {
       close_status = InternalError("the Atoll daemon sent a malformed message");
       break;
@@ -236,7 +313,9 @@ void Connection::ReaderLoop(std::shared_ptr<Live> live) {
     } else if (message.has_goodbye()) {
       close_status = Status(CodeFromInt(static_cast<int>(message.goodbye().status().code())),
                             message.goodbye().status().message());
-      break;
+      if (live->rings == nullptr || draining) break;
+      draining = true;
+      continue;
     } else {
       continue;
     }
@@ -251,6 +330,36 @@ void Connection::ReaderLoop(std::shared_ptr<Live> live) {
     state->Complete(std::move(status), std::move(payload));
   }
   FailAll(live, close_status);
+}
+
+Status Connection::SendLocked(Live& live, std::string_view bytes, int fd) {
+  if (live.rings == nullptr) return ipc::SendPacket(live.socket.get(), bytes, fd);
+  const bool in_ring = fd < 0 && bytes.size() <= ipc::kMaxRingPacketBytes;
+  if (!in_ring) ATOLL_RETURN_IF_ERROR(ipc::SendPacket(live.socket.get(), bytes, fd));
+  // Else an empty packet marks the socket packet's place in the order.
+  const std::string_view packet = in_ring ? bytes : std::string_view();
+  for (int waits = 0;; ++waits) {
+    bool wake = false;
+    Status pushed = live.rings->to_creator().Push(packet, &wake);
+    if (pushed.ok()) {
+      if (wake) ipc::RingDoorbell(live.socket.get());
+      return OkStatus();
+    }
+    if (pushed.code() != Code::kResourceExhausted) {
+      return UnavailableError("the shared ring to the Atoll daemon is unusable: " +
+                              pushed.message());
+    }
+    // Full: the daemon is behind, or waits for this process to read its replies. A blocking
+    // socket would wait here too.
+    if (live.closed.load(std::memory_order_acquire)) {
+      return UnavailableError("the connection to the peer is closed");
+    }
+    if (waits < 64) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
 }
 
 Status Connection::Submit(const std::string& accelerator, const std::vector<ArgumentValue>& args,
@@ -284,7 +393,7 @@ Status Connection::SendSubmitLocked(const std::shared_ptr<Live>& live,
     wire::ClientMessage add;
     add.mutable_buffer_add()->set_buffer_id(buffer.id);
     add.mutable_buffer_add()->set_size_bytes(buffer.size_bytes);
-    Status sent = ipc::SendPacket(live->socket.get(), add.SerializeAsString(), buffer.fd);
+    Status sent = SendLocked(*live, add.SerializeAsString(), buffer.fd);
     if (!sent.ok()) {
       *delivered_nothing = sent.code() == Code::kUnavailable;
       return UnavailableError("could not send a buffer to the Atoll daemon: " + sent.message());
@@ -332,7 +441,7 @@ Status Connection::SendSubmitLocked(const std::shared_ptr<Live>& live,
                                 std::to_string(ipc::kMaxPacketBytes) +
                                 "-byte limit: pass large data in Atoll buffers, not as scalars");
   }
-  Status sent = ipc::SendPacket(live->socket.get(), live->encode_scratch);
+  Status sent = SendLocked(*live, live->encode_scratch);
   if (!sent.ok()) {
     std::lock_guard pending_lock(live->pending_mutex);
     live->pending.erase(id);
@@ -355,7 +464,7 @@ void Connection::Cancel(uint64_t request_id) {
   }
   wire::ClientMessage message;
   message.mutable_cancel()->set_request_id(request_id);
-  (void)ipc::SendPacket(live_->socket.get(), message.SerializeAsString());
+  (void)SendLocked(*live_, message.SerializeAsString());
 }
 
 StatusOr<std::string> Connection::Query(int kind, uint64_t timeout_ms) {
@@ -372,7 +481,7 @@ StatusOr<std::string> Connection::Query(int kind, uint64_t timeout_ms) {
       std::lock_guard pending_lock(live->pending_mutex);
       live->pending.emplace(id, state);
     }
-    Status sent = ipc::SendPacket(live->socket.get(), message.SerializeAsString());
+    Status sent = SendLocked(*live, message.SerializeAsString());
     if (!sent.ok()) {
       std::lock_guard pending_lock(live->pending_mutex);
       live->pending.erase(id);
@@ -393,7 +502,7 @@ void Connection::ForgetBuffer(uint64_t buffer_id) {
   if (live_->sent_buffers.erase(buffer_id) == 0) return;
   wire::ClientMessage message;
   message.mutable_buffer_remove()->set_buffer_id(buffer_id);
-  (void)ipc::SendPacket(live_->socket.get(), message.SerializeAsString());
+  (void)SendLocked(*live_, message.SerializeAsString());
 }
 
 }  // namespace atl::client

@@ -262,6 +262,7 @@ StatusOr<Config> ParseConfig(const std::string& json_text) {
                                        "handshake_timeout_ms",
                                        "max_unread_replies_per_connection",
                                        "io_spin_us",
+                                       "shared_rings",
                                        "scheduler",
                                        "tenants",
                                        "devices"};
@@ -340,6 +341,10 @@ StatusOr<Config> ParseConfig(const std::string& json_text) {
   ATOLL_RETURN_IF_ERROR(ReadUnsigned(j, "max_unread_replies_per_connection", 100000000,
                                      &c.max_unread_replies_per_connection));
   ATOLL_RETURN_IF_ERROR(ReadUnsigned(j, "io_spin_us", 10000, &c.io_spin_us));
+  if (j.contains("shared_rings")) {
+    if (!j["shared_rings"].is_boolean()) return FieldError("shared_rings", "must be true or false");
+    c.shared_rings = j["shared_rings"].get<bool>();
+  }
   if (c.max_connections_per_uid == 0) {
     return FieldError("max_connections_per_uid", "must be at least 1");
   }
@@ -394,6 +399,7 @@ std::string ConfigToJson(const Config& c) {
   j["handshake_timeout_ms"] = c.handshake_timeout_ms;
   j["max_unread_replies_per_connection"] = c.max_unread_replies_per_connection;
   j["io_spin_us"] = c.io_spin_us;
+  j["shared_rings"] = c.shared_rings;
   json scheduler = TenantToJson(c.scheduler.defaults, "default_weight");
   scheduler["policy"] = c.scheduler.policy;
   scheduler["tenant_by"] = c.scheduler.tenant_by;

@@ -71,6 +71,9 @@ struct Config {
   // How long the I/O thread polls for the next message after its last one before it sleeps in
   // epoll_wait: a request then finds it awake instead of paying a wake-up.
   uint32_t io_spin_us = ipc::DefaultSpinUs();
+  // Clients that ask exchange messages with the I/O thread through shared-memory rings beside
+  // their socket (no system call while the other side polls).
+  bool shared_rings = true;
 
   // Scheduling (docs/scheduling.md): the policy, the tenants and the devices' modes.
   SchedulerSettings scheduler;

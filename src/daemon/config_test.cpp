@@ -237,6 +237,21 @@ TEST(Config, IoSpinDefaultsByCoresAndIsBounded) {
   }
 }
 
+TEST(Config, SharedRingsAreOnByDefaultAndABoolean) {
+  auto defaults = ParseConfig("{}");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_TRUE(defaults->shared_rings);
+  auto off = ParseConfig(R"({"shared_rings": false})");
+  ASSERT_TRUE(off.ok()) << off.status().ToString();
+  EXPECT_FALSE(off->shared_rings);
+  auto again = ParseConfig(ConfigToJson(*off));
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->shared_rings);
+  auto wrong = ParseConfig(R"({"shared_rings": "no"})");
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.status().message().find("shared_rings"), std::string::npos);
+}
+
 TEST(Config, LooksUpUsersAndGroupsByNameOrNumber) {
   auto root = LookupUser("socket_owner", "root");
   ASSERT_TRUE(root.ok()) << root.status().ToString();

@@ -41,6 +41,10 @@ Status AddToEpoll(int epoll, int fd, uint64_t id) {
 // client cannot grow the daemon's memory by sending refusals.
 constexpr size_t kMaxRefusedBuffers = 1024;
 
+// A client with shared rings sends a socket packet and then marks its place in the ring; this
+// many read ahead of their marks mean a client that does not follow the protocol.
+constexpr size_t kMaxEarlyPackets = 64;
+
 // Connections need one fd each; the soft limit is often 1024, below max_connections' default.
 void RaiseFileLimit(uint32_t max_connections) {
   rlimit limit{};
@@ -251,6 +255,10 @@ void Server::Close(const std::shared_ptr<Session>& session, const Status& why) {
     session->Send(Goodbye(why));
   }
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, session->fd(), nullptr);
+  if (session->has_rings()) {
+    ring_sessions_.erase(std::remove(ring_sessions_.begin(), ring_sessions_.end(), session),
+                         ring_sessions_.end());
+  }
   engine_->Disconnect(session);
   session->buffers.clear();
   session->buffer_bytes = 0;
@@ -275,8 +283,119 @@ void Server::ReadFrom(const std::shared_ptr<Session>& session) {
     }
     if (*received == ipc::RecvResult::kWouldBlock) return;
     if (*received == ipc::RecvResult::kClosed) return Close(session, OkStatus());
+    if (session->has_rings()) {
+      if (ipc::IsDoorbell(recv_buffer_.data(), size) && !fd.valid()) continue;  // DrainRings looks
+      if (session->early_packets.size() >= kMaxEarlyPackets) {
+        ++protocol_errors_;
+        return Close(session, InvalidArgumentError(
+                                  "protocol error: socket packets without their place in the "
+                                  "shared ring"));
+      }
+      session->early_packets.emplace_back(std::string(recv_buffer_.data(), size), std::move(fd));
+      continue;
+    }
     if (!Handle(session, recv_buffer_.data(), size, std::move(fd))) return;
   }
+}
+
+bool Server::HandleSocketPacketInOrder(const std::shared_ptr<Session>& session) {
+  if (!session->early_packets.empty()) {
+    auto [bytes, fd] = std::move(session->early_packets.front());
+    session->early_packets.pop_front();
+    return Handle(session, bytes.data(), bytes.size(), std::move(fd));
+  }
+  for (;;) {
+    UniqueFd fd;
+    size_t size = 0;
+    // The client sent the packet before it marked the ring, so it is queued already.
+    auto received = ipc::RecvPacket(session->fd(), &recv_buffer_, &size, &fd, true);
+    if (received.ok() && *received == ipc::RecvResult::kClosed) {
+      Close(session, OkStatus());
+      return false;
+    }
+    if (!received.ok() || *received == ipc::RecvResult::kWouldBlock) {
+      ++protocol_errors_;
+      Close(session, InvalidArgumentError(
+                         "protocol error: " +
+                         (received.ok() ? std::string("the shared ring marks a socket packet that "
+                                                      "was not sent")
+                                        : received.status().message())));
+      return false;
+    }
+    if (ipc::IsDoorbell(recv_buffer_.data(), size) && !fd.valid()) continue;
+    return Handle(session, recv_buffer_.data(), size, std::move(fd));
+  }
+}
+
+bool Server::DrainRing(const std::shared_ptr<Session>& session) {
+  bool worked = false;
+  // Bounded per pass, as ReadFrom is, so one busy client cannot starve the others.
+  for (int i = 0; i < 64; ++i) {
+    if (session->reading_paused()) return worked;  // resumed by Flush once the client reads
+    size_t size = 0;
+    auto popped = session->ring_from_client().Pop(&recv_buffer_, &size);
+    if (!popped.ok()) {
+      ++protocol_errors_;
+      Close(session, InvalidArgumentError("protocol error: " + popped.status().message()));
+      return true;
+    }
+    if (*popped == ipc::RecvResult::kWouldBlock) return worked;
+    worked = true;
+    bool open = size == 0 ? HandleSocketPacketInOrder(session)
+                          : Handle(session, recv_buffer_.data(), size, UniqueFd());
+    if (!open) return true;
+  }
+  return true;
+}
+
+bool Server::DrainRings() {
+  bool worked = false;
+  // By index, holding each session: Close removes sessions from the vector.
+  for (size_t i = 0; i < ring_sessions_.size(); ++i) {
+    std::shared_ptr<Session> session = ring_sessions_[i];
+    worked |= DrainRing(session);
+  }
+  return worked;
+}
+
+bool Server::RingsPrepareToSleep() {
+  for (size_t i = 0; i < ring_sessions_.size(); ++i) {
+    // A paused connection is not read until Flush resumes it, which an EPOLLOUT wakes.
+    if (ring_sessions_[i]->reading_paused()) continue;
+    if (!ring_sessions_[i]->ring_from_client().PrepareToSleep()) {
+      for (size_t j = 0; j < i; ++j) ring_sessions_[j]->ring_from_client().Awake();
+      return false;
+    }
+  }
+  return true;
+}
+
+void Server::RingsAwake() {
+  for (const auto& session : ring_sessions_) session->ring_from_client().Awake();
+}
+
+void Server::Welcome(const std::shared_ptr<Session>& session, bool wants_rings) {
+  wire::ServerMessage welcome;
+  welcome.mutable_welcome()->set_protocol_version(wire::PROTOCOL_VERSION_CURRENT);
+  welcome.mutable_welcome()->set_daemon_version(ATOLL_VERSION);
+  if (!config_.shared_rings || !wants_rings) return session->Send(welcome);
+  auto rings = ipc::SharedRings::Create();
+  if (!rings.ok()) {
+    spdlog::warn("connection {}: no shared rings ({}); it uses its socket alone", session->id(),
+                 rings.status().message());
+    return session->Send(welcome);
+  }
+  welcome.mutable_welcome()->set_ring_capacity((*rings)->capacity());
+  // The first packet of the connection, so the socket has room for it.
+  Status sent = ipc::SendPacket(session->fd(), welcome.SerializeAsString(), (*rings)->fd(),
+                                /*dont_wait=*/true);
+  if (!sent.ok()) {
+    spdlog::info("connection {}: could not send Welcome: {}", session->id(), sent.message());
+    return;  // the client has gone; the hang-up closes the session
+  }
+  (*rings)->CloseFd();
+  session->EnableRings(std::move(rings).value());
+  ring_sessions_.push_back(session);
 }
 
 bool Server::Handle(const std::shared_ptr<Session>& session, const char* data, size_t size,
@@ -290,10 +409,7 @@ bool Server::Handle(const std::shared_ptr<Session>& session, const char* data, s
   }
   if (!session->handshaken) {
     session->handshaken = true;
-    wire::ServerMessage welcome;
-    welcome.mutable_welcome()->set_protocol_version(wire::PROTOCOL_VERSION_CURRENT);
-    welcome.mutable_welcome()->set_daemon_version(ATOLL_VERSION);
-    session->Send(welcome);
+    Welcome(session, message.hello().shared_rings());
     return true;
   }
   switch (message.kind_case()) {
@@ -400,20 +516,41 @@ int Server::Run() {
   epoll_event events[64];
   bool deadlines = false;
   const auto spin = std::chrono::microseconds(config_.io_spin_us);
+  // While the thread polls, it looks at the shared rings on every pass but at epoll (signals, new
+  // connections, socket packets) only this often: epoll_wait is a system call.
+  constexpr auto kEpollPollInterval = std::chrono::microseconds(20);
+  // Request deadlines and handshakes are checked at least this often while polling.
+  constexpr auto kExpireInterval = std::chrono::milliseconds(1);
   auto last_event = std::chrono::steady_clock::now();
+  auto last_epoll = last_event;
+  auto last_expire = last_event;
   for (;;) {
     // Poll while messages came recently (a client waiting on its reply sends its next request
     // within microseconds), then sleep until the next one.
+    const bool worked = DrainRings();
+    auto now = std::chrono::steady_clock::now();
+    if (worked) last_event = now;
     int n = 0;
-    while (n == 0 && std::chrono::steady_clock::now() - last_event < spin) {
+    bool polled = true;
+    if (now - last_event < spin || worked) {
+      if (!ring_sessions_.empty() && now - last_epoll < kEpollPollInterval) continue;
       n = ::epoll_wait(epoll_.get(), events, 64, 0);
+      last_epoll = now;
+    } else if (RingsPrepareToSleep()) {
+      polled = false;
+      n = ::epoll_wait(epoll_.get(), events, 64, WaitTimeoutMs(deadlines ? 5 : -1));
+      RingsAwake();
+    } else {
+      continue;  // a ring got a message
     }
-    if (n == 0) n = ::epoll_wait(epoll_.get(), events, 64, WaitTimeoutMs(deadlines ? 5 : -1));
     if (n > 0) last_event = std::chrono::steady_clock::now();
     if (n < 0 && errno != EINTR) {
       spdlog::critical("epoll_wait: {}", std::strerror(errno));
       return 1;
     }
+    // A request that came through a ring may carry a deadline: its expiry is checked as a socket
+    // request's is.
+    if (n == 0 && polled && !worked && now - last_expire < kExpireInterval) continue;
     for (int i = 0; i < n; ++i) {
       uint64_t id = events[i].data.u64;
       if (id == kListenerId) {
@@ -467,6 +604,7 @@ int Server::Run() {
     }
     deadlines = engine_->ExpireDeadlines();
     ExpireHandshakes();
+    last_expire = std::chrono::steady_clock::now();
   }
 }
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "common/status.h"
 #include "common/unique_fd.h"
@@ -36,6 +37,18 @@ class Server {
  private:
   void Accept();
   void ReadFrom(const std::shared_ptr<Session>& session);
+  // Handles what the clients' shared rings hold (up to a bound per connection). True if any.
+  bool DrainRings();
+  bool DrainRing(const std::shared_ptr<Session>& session);
+  // A ring's empty packet: the next socket packet takes its place in the order. False when the
+  // session was closed.
+  bool HandleSocketPacketInOrder(const std::shared_ptr<Session>& session);
+  // Before epoll_wait sleeps: marks the rings so the clients ring their doorbells. False (nothing
+  // marked) when a ring holds a message after all.
+  bool RingsPrepareToSleep();
+  void RingsAwake();
+  // Answers Hello: Welcome, with shared rings when the client asked and the daemon allows.
+  void Welcome(const std::shared_ptr<Session>& session, bool wants_rings);
   // False when the session must be closed.
   bool Handle(const std::shared_ptr<Session>& session, const char* data, size_t size, UniqueFd fd);
   // REQUIRES: `session` is the caller's own reference, not the one in sessions_, which this erases.
@@ -58,6 +71,7 @@ class Server {
   UniqueFd inotify_;
   uint64_t next_session_ = 16;  // ids below are reserved for the server's own fds
   std::unordered_map<uint64_t, std::shared_ptr<Session>> sessions_;
+  std::vector<std::shared_ptr<Session>> ring_sessions_;  // the open ones with shared rings
   std::string recv_buffer_;
   std::unordered_map<uid_t, uint32_t> connections_per_uid_;
   // Connections awaiting Hello, by deadline; accept order is deadline order.

@@ -1,6 +1,7 @@
 #include "daemon/session.h"
 
 #include <sys/epoll.h>
+#include <sys/socket.h>
 
 namespace atl::daemon {
 
@@ -29,11 +30,31 @@ void Session::UpdateEvents() {
   ArmWritable(!outbox_.empty());
 }
 
+void Session::EnableRings(std::unique_ptr<ipc::SharedRings> rings) {
+  std::lock_guard lock(send_mutex_);
+  rings_ = std::move(rings);
+}
+
 void Session::Send(const wire::ServerMessage& message) {
   if (closed()) return;
   std::lock_guard lock(send_mutex_);
   message.SerializeToString(&scratch_);
   if (outbox_.empty()) {
+    if (rings_ != nullptr && scratch_.size() <= ipc::kMaxRingPacketBytes) {
+      bool wake = false;
+      Status pushed = rings_->from_creator().Push(scratch_, &wake);
+      if (pushed.ok()) {
+        if (wake) ipc::RingDoorbell(socket_.get());
+        return;
+      }
+      if (pushed.code() == Code::kDataLoss) {
+        // The client wrote into the daemon's side of the ring. The I/O thread sees the hang-up
+        // and closes the connection.
+        ::shutdown(socket_.get(), SHUT_RDWR);
+        return;
+      }
+      // Full: the socket takes it. The client matches replies by id, so order does not matter.
+    }
     Status sent = ipc::SendPacket(socket_.get(), scratch_, -1, /*dont_wait=*/true);
     if (sent.ok()) return;
     if (sent.code() != Code::kResourceExhausted) return;  // peer gone: the I/O thread cleans up

@@ -16,6 +16,7 @@
 #include "atoll.pb.h"
 #include "common/unique_fd.h"
 #include "daemon/mapped_buffer.h"
+#include "ipc/ring.h"
 #include "ipc/socket.h"
 
 namespace atl::daemon {
@@ -44,8 +45,17 @@ class Session {
   void set_max_unread_replies(size_t max_unread) { max_unread_ = max_unread; }
   bool reading_paused() const { return reading_paused_.load(std::memory_order_acquire); }
 
+  // Shared rings, for a client that asked at Hello: replies go through them while they have room
+  // (else through the socket, as without rings). I/O thread, once, before any request.
+  void EnableRings(std::unique_ptr<ipc::SharedRings> rings);
+  bool has_rings() const { return rings_ != nullptr; }
+  // REQUIRES: has_rings(). I/O thread only.
+  ipc::Ring& ring_from_client() { return rings_->to_creator(); }
+
   // I/O thread only.
   bool handshaken = false;
+  // With rings: socket packets read before the ring reached their place in the order.
+  std::deque<std::pair<std::string, UniqueFd>> early_packets;
   std::unordered_map<uint64_t, std::shared_ptr<MappedBuffer>> buffers;
   std::unordered_map<uint64_t, std::string> refused_buffers;  // id -> why, for clear errors
   uint64_t buffer_bytes = 0;  // declared sizes of `buffers`, for max_buffer_bytes_per_connection
@@ -68,6 +78,7 @@ class Session {
   const ipc::PeerCredentials peer_;
   const int epoll_fd_;
   std::atomic<bool> closed_{false};
+  std::unique_ptr<ipc::SharedRings> rings_;  // set before any Send from another thread
   std::mutex send_mutex_;
   std::deque<std::string> outbox_;  // GUARDED_BY(send_mutex_)
   std::string scratch_;             // GUARDED_BY(send_mutex_)

@@ -83,6 +83,8 @@ class SharedRings {
 
   // The creator's memfd, to pass to the peer (invalid on the mapping side).
   int fd() const { return fd_.get(); }
+  // Once the peer has the fd: the mapping keeps the memory.
+  void CloseFd() { fd_.reset(); }
   uint32_t capacity() const { return capacity_; }
   // Creator -> peer, and peer -> creator.
   Ring& from_creator() { return rings_[0]; }

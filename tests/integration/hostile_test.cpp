@@ -20,11 +20,13 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "atoll.pb.h"
 #include "atoll/atoll.hpp"
 #include "client/connection.h"
+#include "ipc/ring.h"
 #include "ipc/socket.h"
 #include "test_daemon.h"
 
@@ -747,6 +749,201 @@ TEST_F(Hostile, ClientGoneWhileItsRepliesWaitIsCleanedUp) {
     }
     EXPECT_GE(DaemonStatus()["connections_reading_paused"].get<int>(), 1);
   }  // closed with replies and requests unread: TearDown checks that all is released
+}
+
+// A connection that asks for shared rings at Hello and then writes them by hand.
+struct RingClient {
+  UniqueFd socket;
+  std::unique_ptr<ipc::SharedRings> rings;
+  UniqueFd memory;  // the rings' memfd, to map a second, unchecked view of them
+  std::string buffer;
+
+  static std::optional<RingClient> Open(const std::string& path) {
+    auto fd = ipc::Connect(path);
+    if (!fd.ok()) return std::nullopt;
+    RingClient c;
+    c.socket = std::move(fd).value();
+    wire::ClientMessage hello;
+    hello.mutable_hello()->set_protocol_version(wire::PROTOCOL_VERSION_CURRENT);
+    hello.mutable_hello()->set_shared_rings(true);
+    EXPECT_TRUE(ipc::SendPacket(c.socket.get(), hello.SerializeAsString()).ok());
+    size_t size = 0;
+    auto got = ipc::RecvPacket(c.socket.get(), &c.buffer, &size, &c.memory);
+    wire::ServerMessage welcome;
+    if (!got.ok() || *got != ipc::RecvResult::kPacket ||
+        !welcome.ParseFromArray(c.buffer.data(), static_cast<int>(size)) ||
+        welcome.welcome().ring_capacity() == 0 || !c.memory.valid()) {
+      ADD_FAILURE() << "no Welcome with shared rings";
+      return std::nullopt;
+    }
+    auto rings = ipc::SharedRings::Map(c.memory.get(), welcome.welcome().ring_capacity());
+    EXPECT_TRUE(rings.ok()) << rings.status().ToString();
+    if (!rings.ok()) return std::nullopt;
+    c.rings = std::move(rings).value();
+    return c;
+  }
+
+  // Pushes one packet for the daemon and rings the doorbell (the daemon may sleep).
+  Status Push(const std::string& bytes) {
+    bool wake = false;
+    Status pushed = rings->to_creator().Push(bytes, &wake);
+    ipc::RingDoorbell(socket.get());
+    return pushed;
+  }
+
+  // The daemon's next message through the ring, or nothing within `timeout_ms`.
+  std::optional<wire::ServerMessage> Receive(int timeout_ms = 5000) {
+    auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (Clock::now() < deadline) {
+      size_t size = 0;
+      auto got = rings->from_creator().Pop(&buffer, &size);
+      if (!got.ok()) return std::nullopt;
+      if (*got == ipc::RecvResult::kPacket) {
+        wire::ServerMessage m;
+        if (!m.ParseFromArray(buffer.data(), static_cast<int>(size))) return std::nullopt;
+        return m;
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    return std::nullopt;
+  }
+
+  // Expects a protocol-error Goodbye naming `what` in the ring, then the socket's end.
+  void ExpectClosedFor(const std::string& what) {
+    auto goodbye = Receive();
+    ASSERT_TRUE(goodbye && goodbye->has_goodbye()) << what;
+    EXPECT_THAT(goodbye->goodbye().status().message(), HasSubstr("protocol error")) << what;
+    EXPECT_THAT(goodbye->goodbye().status().message(), HasSubstr(what));
+    pollfd p{socket.get(), POLLIN, 0};
+    for (int i = 0; i < 50; ++i) {
+      ASSERT_EQ(::poll(&p, 1, 100), 1);
+      size_t size = 0;
+      auto r = ipc::RecvPacket(socket.get(), &buffer, &size, nullptr, true);
+      if (!r.ok() || *r == ipc::RecvResult::kClosed) return;
+    }
+    ADD_FAILURE() << "the daemon kept the connection open after " << what;
+  }
+};
+
+TEST_F(Hostile, SharedRingsCarryRequestsAndRefuseWhatTheProtocolForbids) {
+  {
+    // What libatoll does: requests in the ring, a buffer on the socket with its place marked in
+    // the ring by an empty packet.
+    auto c = RingClient::Open(daemon_->socket());
+    ASSERT_TRUE(c);
+    ASSERT_TRUE(c->Push(Noop(1).SerializeAsString()).ok());
+    auto done = c->Receive();
+    ASSERT_TRUE(done && done->has_complete());
+    EXPECT_EQ(done->complete().request_id(), 1u);
+    EXPECT_EQ(done->complete().status().code(), 0u);
+    UniqueFd memfd = SealedMemfd(4096);
+    ASSERT_TRUE(
+        ipc::SendPacket(c->socket.get(), BufferAdd(1, 4096).SerializeAsString(), memfd.get()).ok());
+    ASSERT_TRUE(c->Push("").ok());
+    ASSERT_TRUE(c->Push(Fill(2, 1, 0, 4096, 1024, 7).SerializeAsString()).ok());
+    done = c->Receive();
+    ASSERT_TRUE(done && done->has_complete());
+    EXPECT_EQ(done->complete().status().code(), 0u) << done->complete().status().message();
+    void* mapped = ::mmap(nullptr, 4096, PROT_READ, MAP_SHARED, memfd.get(), 0);
+    ASSERT_NE(mapped, MAP_FAILED);
+    EXPECT_EQ(static_cast<const int32_t*>(mapped)[1023], 7);
+    ::munmap(mapped, 4096);
+  }
+  {
+    auto c = RingClient::Open(daemon_->socket());
+    ASSERT_TRUE(c);
+    ASSERT_TRUE(c->Push("").ok());  // a mark without its socket packet
+    c->ExpectClosedFor("was not sent");
+  }
+  {
+    auto c = RingClient::Open(daemon_->socket());
+    ASSERT_TRUE(c);
+    for (int i = 0; i < 65; ++i) {
+      ASSERT_TRUE(ipc::SendPacket(c->socket.get(), Noop(i + 1).SerializeAsString()).ok());
+    }
+    c->ExpectClosedFor("without their place");
+  }
+  {
+    auto c = RingClient::Open(daemon_->socket());
+    ASSERT_TRUE(c);
+    // The client's write index, pushed past the ring's capacity by a second view of the memory.
+    const uint32_t capacity = c->rings->capacity();
+    const size_t bytes = 2 * (4096 + size_t{capacity});
+    void* raw = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, c->memory.get(), 0);
+    ASSERT_NE(raw, MAP_FAILED);
+    auto* tail =
+        reinterpret_cast<std::atomic<uint64_t>*>(static_cast<char*>(raw) + 4096 + capacity + 64);
+    tail->store(uint64_t{capacity} * 3);
+    ipc::RingDoorbell(c->socket.get());
+    c->ExpectClosedFor("corrupted the shared ring");
+    ::munmap(raw, bytes);
+  }
+  {
+    // A packet too large for the ring, written anyway: its length is refused.
+    auto c = RingClient::Open(daemon_->socket());
+    ASSERT_TRUE(c);
+    const uint32_t capacity = c->rings->capacity();
+    const size_t bytes = 2 * (4096 + size_t{capacity});
+    void* raw = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, c->memory.get(), 0);
+    ASSERT_NE(raw, MAP_FAILED);
+    char* ring = static_cast<char*>(raw) + 4096 + capacity;
+    uint32_t length = static_cast<uint32_t>(ipc::kMaxRingPacketBytes) + 1;
+    std::memcpy(ring + 4096, &length, sizeof(length));
+    reinterpret_cast<std::atomic<uint64_t>*>(ring + 64)->store(4 + length);
+    ipc::RingDoorbell(c->socket.get());
+    c->ExpectClosedFor("length");
+    ::munmap(raw, bytes);
+  }
+}
+
+TEST_F(Hostile, RingClientThatDoesNotReadItsRepliesIsPausedThenCleanedUp) {
+  {
+    auto c = RingClient::Open(daemon_->socket());
+    ASSERT_TRUE(c);
+    // Replies fill the daemon's ring, then the socket, then the daemon stops reading requests;
+    // the client's ring then fills up too.
+    auto give_up = Clock::now() + std::chrono::seconds(10);
+    uint64_t id = 0;
+    int full = 0;
+    while (Clock::now() < give_up) {
+      Status pushed = c->Push(Noop(++id).SerializeAsString());
+      if (pushed.code() == Code::kResourceExhausted) {
+        --id;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        if (++full % 20 == 0 && DaemonStatus()["connections_reading_paused"].get<int>() >= 1) {
+          break;
+        }
+        continue;
+      }
+      ASSERT_TRUE(pushed.ok()) << pushed.ToString();
+    }
+    EXPECT_GE(DaemonStatus()["connections_reading_paused"].get<int>(), 1);
+    // Reading the replies resumes it: every request is answered once.
+    std::set<uint64_t> answered;
+    UniqueFd none;
+    while (answered.size() < id) {
+      auto m = c->Receive(1);
+      if (m) {
+        ASSERT_TRUE(m->has_complete());
+        EXPECT_TRUE(answered.insert(m->complete().request_id()).second);
+        continue;
+      }
+      size_t size = 0;
+      auto r = ipc::RecvPacket(c->socket.get(), &c->buffer, &size, nullptr, true);
+      ASSERT_TRUE(r.ok());
+      if (*r != ipc::RecvResult::kPacket) {
+        ASSERT_LT(Clock::now(), give_up + std::chrono::seconds(20))
+            << answered.size() << " of " << id << " answered";
+        continue;
+      }
+      if (ipc::IsDoorbell(c->buffer.data(), size)) continue;
+      wire::ServerMessage m2;
+      ASSERT_TRUE(m2.ParseFromArray(c->buffer.data(), static_cast<int>(size)));
+      ASSERT_TRUE(m2.has_complete());
+      EXPECT_TRUE(answered.insert(m2.complete().request_id()).second);
+    }
+    EXPECT_EQ(answered.size(), id);
+  }  // and closed with its ring: TearDown checks that all is released
 }
 
 }  // namespace

@@ -58,6 +58,13 @@ TestDaemon::TestDaemon(Options options) {
     if (!config.contains("io_spin_us")) config["io_spin_us"] = std::stoul(spin);
     config_json = config.dump();
   }
+  // The socket-only variant (ctest's *_socket_only entries) turns the shared rings off.
+  if (const char* rings = std::getenv("ATOLL_TEST_SHARED_RINGS");
+      rings != nullptr && *rings == '0') {
+    nlohmann::json config = nlohmann::json::parse(config_json);
+    if (!config.contains("shared_rings")) config["shared_rings"] = false;
+    config_json = config.dump();
+  }
   std::ofstream(config_path) << config_json;
 
   args_ = {ATOLL_TEST_ATOLLD, "--config",       config_path,
