@@ -24,6 +24,8 @@
 
 #include "backend/plugin.h"
 #include "backend_host.pb.h"
+#include "ipc/ring.h"
+#include "ipc/ring_channel.h"
 #include "ipc/socket.h"
 
 namespace atl::backend {
@@ -39,11 +41,18 @@ void Log(const std::string& text) {
   std::fprintf(stderr, "%s: %s\n", g_label.c_str(), text.c_str());
 }
 
+// The link to atolld once the device is open: shared rings beside the socket (or the socket
+// alone). Events come from several threads (completions, slow calls, the serving thread).
+std::mutex g_send_mu;
+ipc::RingChannel* g_channel = nullptr;  // GUARDED_BY(g_send_mu) for sends
+
 void Send(const host::HostEvent& event) {
   thread_local std::string bytes;
   bytes.clear();
   event.SerializeToString(&bytes);
-  (void)ipc::SendPacket(kSocket, bytes);  // atolld gone: it no longer wants the answer
+  std::lock_guard lock(g_send_mu);
+  // atolld gone: it no longer wants the answer.
+  (void)(g_channel != nullptr ? g_channel->Send(bytes) : ipc::SendPacket(kSocket, bytes));
 }
 
 void Reply(uint64_t call, const Status& status, uint64_t handle = 0) {
@@ -116,14 +125,14 @@ class Host {
   explicit Host(std::unique_ptr<LoadedPlugin> plugin)
       : plugin_(std::move(plugin)), slow_(std::make_unique<SlowCalls>()) {}
 
-  // Serves calls until atolld closes the socket.
-  void Serve() {
+  // Serves calls until atolld closes the socket. Only this thread receives on `channel`.
+  void Serve(ipc::RingChannel& channel) {
     std::string buffer;
     host::HostCall call;
     for (;;) {
       size_t size = 0;
       UniqueFd fd;
-      auto got = ipc::RecvPacketSpinning(kSocket, &buffer, &size, &fd, kSpinUs);
+      auto got = channel.Receive(&buffer, &size, &fd, kSpinUs);
       if (!got.ok() || *got != ipc::RecvResult::kPacket) return;
       if (!call.ParseFromArray(buffer.data(), static_cast<int>(size))) {
         Log("atolld sent an unreadable message; ending");
@@ -339,8 +348,9 @@ class Host {
   std::atomic<bool> closing_{false};
 };
 
-// The first call opens the device; returns the plugin, or null after replying why not.
-std::unique_ptr<LoadedPlugin> Open() {
+// The first call opens the device; returns the plugin, or null after replying why not. The
+// shared rings that came with the call, if any, land in `*rings`.
+std::unique_ptr<LoadedPlugin> Open(std::unique_ptr<ipc::SharedRings>* rings) {
   std::string buffer;
   size_t size = 0;
   UniqueFd fd;
@@ -381,6 +391,16 @@ std::unique_ptr<LoadedPlugin> Open() {
     refuse(info.status());
     return nullptr;
   }
+  if (open.ring_capacity() != 0) {
+    auto mapped = fd.valid() ? ipc::SharedRings::Map(fd.get(), open.ring_capacity())
+                             : StatusOr<std::unique_ptr<ipc::SharedRings>>(InternalError(
+                                   "the open call offered shared rings without their memory"));
+    if (!mapped.ok()) {
+      refuse(mapped.status());
+      return nullptr;
+    }
+    *rings = std::move(mapped).value();
+  }
   reply->set_device_info(&*info, sizeof(*info));
   Send(event);
   return std::move(plugin).value();
@@ -408,11 +428,24 @@ int main(int argc, char** argv) {
                  "by atolld (see --help)\n");
     return 2;
   }
-  auto plugin = atl::backend::Open();
+  std::unique_ptr<atl::ipc::SharedRings> rings;
+  auto plugin = atl::backend::Open(&rings);
   if (plugin == nullptr) return 1;
+  // From here on, calls and events take the rings; the channel outlives the host, whose closing
+  // backend still reports completions.
+  atl::ipc::Ring* calls = rings ? &rings->from_creator() : nullptr;
+  atl::ipc::Ring* events = rings ? &rings->to_creator() : nullptr;
+  atl::ipc::RingChannel channel(atl::backend::kSocket, events, atl::ipc::RingOrder::kUnordered,
+                                calls, atl::ipc::RingOrder::kMarked);
+  {
+    std::lock_guard lock(atl::backend::g_send_mu);
+    atl::backend::g_channel = &channel;
+  }
   {
     atl::backend::Host host(std::move(plugin));
-    host.Serve();
+    host.Serve(channel);
   }
+  std::lock_guard lock(atl::backend::g_send_mu);
+  atl::backend::g_channel = nullptr;
   return 0;
 }

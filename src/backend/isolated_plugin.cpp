@@ -14,6 +14,8 @@
 #include <functional>
 
 #include "backend_host.pb.h"
+#include "ipc/ring.h"
+#include "ipc/ring_channel.h"
 #include "ipc/socket.h"
 
 extern char** environ;
@@ -45,11 +47,11 @@ std::string DescribeExit(int wait_status) {
 }
 
 // One call as one packet (with `fd` beside it when >= 0); each thread reuses its buffer.
-Status SendCall(int socket, const host::HostCall& call, int fd = -1) {
+Status SendCall(ipc::RingChannel& channel, const host::HostCall& call, int fd = -1) {
   thread_local std::string bytes;
   bytes.clear();
   call.SerializeToString(&bytes);
-  return ipc::SendPacket(socket, bytes, fd);
+  return channel.Send(bytes, fd);
 }
 
 Status FromReply(const host::Reply& reply, const std::string& context) {
@@ -275,7 +277,8 @@ class DeviceProcess {
 
   // Sends `call`. REQUIRES: mu_ held (orders sends with state changes).
   Status SendLocked(const host::HostCall& call, int fd = -1) {
-    return SendCall(socket_.get(), call, fd);
+    if (channel_ == nullptr) return UnavailableError(label_ + "'s process has ended");
+    return SendCall(*channel_, call, fd);
   }
 
   // A call answered by a Reply, once the process is ready (waiting for a restart in progress).
@@ -366,8 +369,18 @@ class DeviceProcess {
                         " (set ATOLL_BACKEND_HOST to where atoll-backend-host is installed)");
     }
     theirs.reset();
+    // Shared rings for the calls and events once the process has opened its device; without
+    // them (no memory for them, say) the socket carries everything.
+    auto rings = ipc::SharedRings::Create();
+    if (!rings.ok()) {
+      std::fprintf(stderr, "atolld: %s talks over its socket alone: %s\n", label_.c_str(),
+                   rings.status().message().c_str());
+    }
     {
       std::lock_guard lock(mu_);
+      rings_ = rings.ok() ? std::move(rings).value() : nullptr;
+      channel_ = std::make_unique<ipc::RingChannel>(mine.get(), nullptr, ipc::RingOrder::kMarked,
+                                                    nullptr, ipc::RingOrder::kUnordered);
       socket_ = std::move(mine);
       pid_ = pid;
       state_ = State::kStarting;
@@ -382,15 +395,15 @@ class DeviceProcess {
   }
 
   // One call and its reply, before the supervisor reads (only the starting thread talks then).
-  StatusOr<host::Reply> Exchange(host::HostCall call) {
+  StatusOr<host::Reply> Exchange(host::HostCall call, int fd = -1) {
     call.set_call(next_call_++);
-    Status sent = SendCall(socket_.get(), call);
+    Status sent = SendCall(*channel_, call, fd);
     if (!sent.ok()) return UnavailableError(label_ + "'s process is gone: " + sent.message());
     std::string buffer;
     for (;;) {
       size_t size = 0;
       UniqueFd ignored;
-      auto got = ipc::RecvPacket(socket_.get(), &buffer, &size, &ignored);
+      auto got = channel_->Receive(&buffer, &size, &ignored, kSpinUs);
       if (!got.ok()) return got.status();
       if (*got != ipc::RecvResult::kPacket) {
         return UnavailableError(label_ +
@@ -411,8 +424,15 @@ class DeviceProcess {
     open.mutable_open()->set_plugin_path(plugin_path_.string());
     open.mutable_open()->set_config_json(config_json_);
     open.mutable_open()->set_device(device_);
-    auto opened = Exchange(open);
+    if (rings_ != nullptr) open.mutable_open()->set_ring_capacity(rings_->capacity());
+    auto opened = Exchange(open, rings_ != nullptr ? rings_->fd() : -1);
     if (!opened.ok()) return opened.status();
+    if (rings_ != nullptr && opened->code() == 0) {
+      std::lock_guard lock(mu_);
+      channel_ = std::make_unique<ipc::RingChannel>(socket_.get(), &rings_->from_creator(),
+                                                    ipc::RingOrder::kMarked, &rings_->to_creator(),
+                                                    ipc::RingOrder::kUnordered);
+    }
     if (device_total != nullptr) *device_total = opened->device_total();
     if (opened->code() != 0) return FromReply(*opened, "opening " + label_ + " in its process");
     if (opened->device_info().size() != sizeof(atoll_backend_device_info_v1)) {
@@ -536,6 +556,8 @@ class DeviceProcess {
         }
         std::erase_if(launches_,
                       [stopping](const auto& entry) { return stopping || !entry.second.queued; });
+        channel_.reset();
+        rings_.reset();
         socket_.reset();
         if (!stopping) {
           std::fprintf(stderr, "atolld: %s; restarting it\n", why.c_str());
@@ -589,17 +611,17 @@ class DeviceProcess {
   // Dispatches the process's replies and completions until it closes its end. Returns what a
   // Lost event said, or "".
   std::string ReadEvents() {
-    int socket;
+    ipc::RingChannel* channel;
     {
       std::lock_guard lock(mu_);
-      socket = socket_.get();
+      channel = channel_.get();  // replaced only by this thread, after this returns
     }
     std::string buffer, lost;
     host::HostEvent event;
     for (;;) {
       size_t size = 0;
       UniqueFd ignored;
-      auto got = ipc::RecvPacketSpinning(socket, &buffer, &size, &ignored, kSpinUs);
+      auto got = channel->Receive(&buffer, &size, &ignored, kSpinUs);
       if (!got.ok() || *got != ipc::RecvResult::kPacket) return lost;
       if (!event.ParseFromArray(buffer.data(), static_cast<int>(size))) {
         std::fprintf(stderr, "atolld: %s's process sent an unreadable message; stopping it\n",
@@ -651,6 +673,10 @@ class DeviceProcess {
   bool stopping_ = false;
   std::string down_reason_;
   UniqueFd socket_;
+  // The rings beside socket_ (null when they could not be made) and the channel over both.
+  // Replaced, like socket_, only by the supervisor thread, under mu_.
+  std::unique_ptr<ipc::SharedRings> rings_;
+  std::unique_ptr<ipc::RingChannel> channel_;
   pid_t pid_ = -1;
   uint64_t starts_ = 0;
   uint64_t next_call_ = 1;

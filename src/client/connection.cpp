@@ -17,6 +17,7 @@
 #include "atoll.pb.h"
 #include "atoll/atoll.hpp"
 #include "ipc/ring.h"
+#include "ipc/ring_channel.h"
 #include "ipc/socket.h"
 
 namespace atl::client {
@@ -106,9 +107,10 @@ const int fork_handler_installed = ::pthread_atfork(nullptr, nullptr, &OnForkChi
 struct Connection::Live {
   uint64_t fork_generation = 0;
   UniqueFd socket;
-  // Shared rings beside the socket, when the daemon offered them; the reader thread alone pops
-  // from_creator(), senders push to_creator() under Connection::send_mutex_.
+  // Shared rings beside the socket, when the daemon offered them, and the channel over both:
+  // the reader thread alone receives, senders send under Connection::send_mutex_.
   std::unique_ptr<ipc::SharedRings> rings;
+  std::unique_ptr<ipc::RingChannel> channel;
   std::atomic<bool> closed{false};
   std::atomic<uint64_t> next_id{1};
   std::mutex pending_mutex;
@@ -199,6 +201,12 @@ Status Connection::EnsureConnectedLocked() {
     }
     live->rings = std::move(rings).value();
   }
+  // The daemon hands out socket packets unmarked (it matches nothing by order to them), and
+  // expects the client's marked.
+  ipc::Ring* to_daemon = live->rings ? &live->rings->to_creator() : nullptr;
+  ipc::Ring* from_daemon = live->rings ? &live->rings->from_creator() : nullptr;
+  live->channel = std::make_unique<ipc::RingChannel>(fd.get(), to_daemon, ipc::RingOrder::kMarked,
+                                                     from_daemon, ipc::RingOrder::kUnordered);
   live->fork_generation = fork_generation.load(std::memory_order_relaxed);
   live->socket = std::move(fd);
   live_ = live;
@@ -216,43 +224,6 @@ void Connection::FailAll(const std::shared_ptr<Live>& live, const Status& status
   for (auto& [id, state] : pending) state->Complete(status);
 }
 
-namespace {
-
-// While the reader polls a ring, it looks at the socket (large replies, replies that found the ring
-// full, Goodbye) this often: a look is a system call.
-constexpr auto kSocketPollInterval = std::chrono::microseconds(20);
-
-// The daemon's next message, from the ring or the socket, polling for the client's spin time
-// before it sleeps on the socket. Doorbells are consumed here.
-StatusOr<ipc::RecvResult> NextPacket(ipc::Ring& ring, int socket, std::string* buffer,
-                                     size_t* size) {
-  for (;;) {
-    const auto start = std::chrono::steady_clock::now();
-    const auto until = start + std::chrono::microseconds(ClientSpinUs());
-    auto next_socket_look = start;
-    for (;;) {
-      auto popped = ring.Pop(buffer, size);
-      if (!popped.ok() || *popped == ipc::RecvResult::kPacket) return popped;
-      const auto now = std::chrono::steady_clock::now();
-      if (now >= next_socket_look) {
-        auto got = ipc::RecvPacket(socket, buffer, size, nullptr, /*dont_wait=*/true);
-        if (!got.ok() || *got == ipc::RecvResult::kClosed) return got;
-        if (*got == ipc::RecvResult::kPacket && !ipc::IsDoorbell(buffer->data(), *size)) return got;
-        next_socket_look = now + kSocketPollInterval;
-      }
-      if (now >= until) break;
-    }
-    if (!ring.PrepareToSleep()) continue;
-    auto got = ipc::RecvPacket(socket, buffer, size, nullptr);
-    ring.Awake();
-    if (!got.ok() || *got != ipc::RecvResult::kPacket || !ipc::IsDoorbell(buffer->data(), *size)) {
-      return got;
-    }
-  }
-}
-
-}  // namespace
-
 void Connection::ReaderLoop(std::shared_ptr<Live> live) {
   std::string buffer;
   wire::ServerMessage message;
@@ -260,28 +231,13 @@ void Connection::ReaderLoop(std::shared_ptr<Live> live) {
       "the Atoll daemon restarted or stopped: its connection closed before the request "
       "completed, so the request's outputs are undefined. The next submit reconnects (sending "
       "its buffers again)");
-  // The daemon pushes its messages into the ring before it closes the socket or says Goodbye on
-  // it, so once the socket ends the ring is read to its end.
+  // After Goodbye, what else the daemon sent (in the ring, or on the socket when the ring was
+  // full) is read without waiting, then the connection ends.
   bool draining = false;
   for (;;) {
     size_t size = 0;
-    StatusOr<ipc::RecvResult> received = ipc::RecvResult::kClosed;
-    if (draining) {
-      received = live->rings->from_creator().Pop(&buffer, &size);
-      if (received.ok() && *received == ipc::RecvResult::kWouldBlock) {
-        received = ipc::RecvPacket(live->socket.get(), &buffer, &size, nullptr, true);
-        if (received.ok() && *received == ipc::RecvResult::kPacket &&
-            ipc::IsDoorbell(buffer.data(), size)) {
-          continue;
-        }
-        if (!received.ok() || *received != ipc::RecvResult::kPacket) break;
-      }
-    } else if (live->rings != nullptr) {
-      received = NextPacket(live->rings->from_creator(), live->socket.get(), &buffer, &size);
-    } else {
-      received =
-          ipc::RecvPacketSpinning(live->socket.get(), &buffer, &size, nullptr, ClientSpinUs());
-    }
+    auto received = live->channel->Receive(&buffer, &size, nullptr, ClientSpinUs(), draining);
+    if (received.ok() && *received == ipc::RecvResult::kWouldBlock) break;
     if (!received.ok()) {
       close_status =
           UnavailableError("lost the connection to the Atoll daemon (did the daemon restart?): " +
@@ -289,11 +245,7 @@ void Connection::ReaderLoop(std::shared_ptr<Live> live) {
                            "; the request's outputs are undefined. The next submit reconnects");
       break;
     }
-    if (*received == ipc::RecvResult::kClosed) {
-      if (live->rings == nullptr || draining) break;
-      draining = true;
-      continue;
-    }
+    if (*received == ipc::RecvResult::kClosed) break;
     if (!message.ParseFromArray(buffer.data(), static_cast<int>(size))) {
       close_status = InternalError("the Atoll daemon sent a malformed message");
       break;
@@ -313,7 +265,6 @@ void Connection::ReaderLoop(std::shared_ptr<Live> live) {
     } else if (message.has_goodbye()) {
       close_status = Status(CodeFromInt(static_cast<int>(message.goodbye().status().code())),
                             message.goodbye().status().message());
-      if (live->rings == nullptr || draining) break;
       draining = true;
       continue;
     } else {
@@ -333,33 +284,7 @@ void Connection::ReaderLoop(std::shared_ptr<Live> live) {
 }
 
 Status Connection::SendLocked(Live& live, std::string_view bytes, int fd) {
-  if (live.rings == nullptr) return ipc::SendPacket(live.socket.get(), bytes, fd);
-  const bool in_ring = fd < 0 && bytes.size() <= ipc::kMaxRingPacketBytes;
-  if (!in_ring) ATOLL_RETURN_IF_ERROR(ipc::SendPacket(live.socket.get(), bytes, fd));
-  // Else an empty packet marks the socket packet's place in the order.
-  const std::string_view packet = in_ring ? bytes : std::string_view();
-  for (int waits = 0;; ++waits) {
-    bool wake = false;
-    Status pushed = live.rings->to_creator().Push(packet, &wake);
-    if (pushed.ok()) {
-      if (wake) ipc::RingDoorbell(live.socket.get());
-      return OkStatus();
-    }
-    if (pushed.code() != Code::kResourceExhausted) {
-      return UnavailableError("the shared ring to the Atoll daemon is unusable: " +
-                              pushed.message());
-    }
-    // Full: the daemon is behind, or waits for this process to read its replies. A blocking
-    // socket would wait here too.
-    if (live.closed.load(std::memory_order_acquire)) {
-      return UnavailableError("the connection to the peer is closed");
-    }
-    if (waits < 64) {
-      std::this_thread::yield();
-    } else {
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
-    }
-  }
+  return live.channel->Send(bytes, fd);
 }
 
 Status Connection::Submit(const std::string& accelerator, const std::vector<ArgumentValue>& args,
