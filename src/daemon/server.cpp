@@ -524,18 +524,32 @@ int Server::Run() {
   auto last_event = std::chrono::steady_clock::now();
   auto last_epoll = last_event;
   auto last_expire = last_event;
+  // A request that came through a ring may carry a deadline: the next check must not be skipped.
+  bool expire_due = false;
+  auto expire = [&] {
+    deadlines = engine_->ExpireDeadlines();
+    ExpireHandshakes();
+    last_expire = std::chrono::steady_clock::now();
+    expire_due = false;
+  };
   for (;;) {
     // Poll while messages came recently (a client waiting on its reply sends its next request
     // within microseconds), then sleep until the next one.
     const bool worked = DrainRings();
     auto now = std::chrono::steady_clock::now();
-    if (worked) last_event = now;
+    if (worked) {
+      last_event = now;
+      expire_due = true;
+    }
     int n = 0;
     bool polled = true;
     if (now - last_event < spin || worked) {
       if (!ring_sessions_.empty() && now - last_epoll < kEpollPollInterval) continue;
       n = ::epoll_wait(epoll_.get(), events, 64, 0);
       last_epoll = now;
+    } else if (expire_due) {
+      expire();  // before sleeping: the sleep's length depends on the deadlines
+      continue;
     } else if (RingsPrepareToSleep()) {
       polled = false;
       n = ::epoll_wait(epoll_.get(), events, 64, WaitTimeoutMs(deadlines ? 5 : -1));
@@ -548,9 +562,7 @@ int Server::Run() {
       spdlog::critical("epoll_wait: {}", std::strerror(errno));
       return 1;
     }
-    // A request that came through a ring may carry a deadline: its expiry is checked as a socket
-    // request's is.
-    if (n == 0 && polled && !worked && now - last_expire < kExpireInterval) continue;
+    if (n == 0 && polled && !expire_due && now - last_expire < kExpireInterval) continue;
     for (int i = 0; i < n; ++i) {
       uint64_t id = events[i].data.u64;
       if (id == kListenerId) {
@@ -602,9 +614,7 @@ int Server::Run() {
         if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) ReadFrom(session);
       }
     }
-    deadlines = engine_->ExpireDeadlines();
-    ExpireHandshakes();
-    last_expire = std::chrono::steady_clock::now();
+    expire();
   }
 }
 

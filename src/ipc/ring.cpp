@@ -49,6 +49,7 @@ void Ring::Attach(Header* header, char* data, uint32_t capacity) {
 }
 
 void Ring::CopyIn(uint64_t position, const void* from, size_t size) {
+  if (size == 0) return;  // an empty packet's data may be null, which memcpy may not take
   const size_t offset = position & (capacity_ - 1);
   const size_t first = std::min<size_t>(size, capacity_ - offset);
   std::memcpy(data_ + offset, from, first);
@@ -56,6 +57,7 @@ void Ring::CopyIn(uint64_t position, const void* from, size_t size) {
 }
 
 void Ring::CopyOut(uint64_t position, void* to, size_t size) const {
+  if (size == 0) return;
   const size_t offset = position & (capacity_ - 1);
   const size_t first = std::min<size_t>(size, capacity_ - offset);
   std::memcpy(to, data_ + offset, first);

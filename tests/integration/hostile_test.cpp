@@ -219,7 +219,7 @@ class Hostile : public ::testing::Test {
       now = DaemonStatus();
       if (now["connections"] == baseline_["connections"] &&
           now["buffers"] == baseline_["buffers"] && now["requests"]["running"] == 0 &&
-          now["requests"]["queued"] == 0 && CountFds(daemon_->pid()) == baseline_fds_) {
+          now["requests"]["queued"] == 0 && CountFds(daemon_->pid()) <= baseline_fds_) {
         break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -228,7 +228,8 @@ class Hostile : public ::testing::Test {
     EXPECT_EQ(now["buffers"], baseline_["buffers"]);
     EXPECT_EQ(now["requests"]["running"], 0);
     EXPECT_EQ(now["requests"]["queued"], 0);
-    EXPECT_EQ(CountFds(daemon_->pid()), baseline_fds_);
+    // Not above: fds of an earlier test that the daemon was still closing may be gone by now.
+    EXPECT_LE(CountFds(daemon_->pid()), baseline_fds_);
   }
 
   static nlohmann::json DaemonStatus() {

@@ -86,7 +86,9 @@ void TestDaemon::Launch(bool append_log) {
     for (auto& a : args_) argv.push_back(a.data());
     argv.push_back(nullptr);
     FILE* log = std::freopen(log_path_.c_str(), append_log ? "a" : "w", stderr);
-    (void)log;
+    // Stdout too: a daemon left behind by a test that crashed must not hold ctest's pipe open,
+    // which would stall ctest until its timeout.
+    if (log != nullptr) ::dup2(STDERR_FILENO, STDOUT_FILENO);
     ::execv(argv[0], argv.data());
     std::_Exit(127);
   }
