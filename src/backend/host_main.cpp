@@ -65,11 +65,12 @@ void Reply(uint64_t call, const Status& status, uint64_t handle = 0) {
   Send(event);
 }
 
-void SendDone(uint64_t tag, int code, const char* message) {
+void SendDone(uint64_t tag, int code, const char* message, bool checking_device = false) {
   host::HostEvent event;
   event.mutable_done()->set_tag(tag);
   event.mutable_done()->set_code(static_cast<uint32_t>(code));
   if (code != 0) event.mutable_done()->set_message(message != nullptr ? message : "");
+  event.mutable_done()->set_checking_device(checking_device);
   Send(event);
 }
 
@@ -179,17 +180,24 @@ class Host {
 
   static void OnDone(void* user, int status, const char* message) {
     std::unique_ptr<Launched> launched(static_cast<Launched*>(user));
-    SendDone(launched->tag, status, message);
-    if (status != 0) launched->host->CheckDevice();
+    Host* host = launched->host;
+    const bool check = status != 0 && !host->closing_.load();
+    SendDone(launched->tag, status, message, check);
+    if (check) host->CheckDevice();
   }
 
   // After a failure: a device that can no longer run kernels ends this process (atolld starts a
   // fresh one, with a fresh driver state).
+  // REQUIRES: the failure's Done said checking_device, so atolld waits for the answer.
   void CheckDevice() {
-    if (closing_.load()) return;  // failures while closing are the close's
     slow_->Post([this] {
       auto info = plugin_->DeviceInfo(0);
-      if (info.ok() || info.status().code() != Code::kUnavailable) return;
+      if (info.ok() || info.status().code() != Code::kUnavailable) {
+        host::HostEvent checked;
+        checked.mutable_device_checked();
+        Send(checked);
+        return;
+      }
       Log(info.status().message() + "; ending so that atolld starts a fresh process");
       host::HostEvent event;
       event.mutable_lost()->set_message(info.status().message());
@@ -202,6 +210,11 @@ class Host {
   void Launch(const host::Launch& launch) {
     auto fail = [&](const Status& status) {
       SendDone(launch.tag(), static_cast<int>(status.code()), status.message().c_str());
+    };
+    // A launch the backend refuses is checked too: the refusal may mean a device that is gone.
+    auto fail_and_check = [&](const Status& status) {
+      SendDone(launch.tag(), static_cast<int>(status.code()), status.message().c_str(), true);
+      CheckDevice();
     };
     void* kernel = reinterpret_cast<void*>(launch.kernel());
     {
@@ -250,8 +263,7 @@ class Host {
                                       static_cast<uint32_t>(args_.size()), geometry, &OnDone, user);
     if (!launched.ok()) {
       delete user;
-      fail(launched);
-      CheckDevice();
+      fail_and_check(launched);
     }
   }
 

@@ -209,8 +209,9 @@ class DeviceProcess {
     launched.done = done;
     launched.user = user;
     launched.kernel = kernel;
-    if (state_ == State::kStarting) {
-      // Sent once the restarted process has its binaries back.
+    if (state_ == State::kStarting || checks_pending_ > 0) {
+      // Sent once the restarted process has its binaries back, or once the process has found
+      // its device working after a failure.
       launched.queued = std::move(*call);
       return OkStatus();
     }
@@ -496,7 +497,14 @@ class DeviceProcess {
     }
     std::lock_guard lock(mu_);
     state_ = State::kReady;
-    // Launches that arrived during the restart.
+    checks_pending_ = 0;
+    SendQueuedLocked();  // launches that arrived during the restart
+    cv_.notify_all();
+    return OkStatus();
+  }
+
+  // Sends the launches that waited. REQUIRES: mu_ held, the process ready.
+  void SendQueuedLocked() {
     for (auto& [tag, launched] : launches_) {
       if (!launched.queued.has_value()) continue;
       host::HostCall call = std::move(*launched.queued);
@@ -505,8 +513,6 @@ class DeviceProcess {
       call.mutable_launch()->set_kernel(launched.kernel->remote);
       (void)SendLocked(call);  // a failure shows as the process ending, which fails the launch
     }
-    cv_.notify_all();
-    return OkStatus();
   }
 
   // Waits for the process to end; returns how it ended.
@@ -634,6 +640,8 @@ class DeviceProcess {
         Launched launched;
         {
           std::lock_guard lock(mu_);
+          // Before the failure reaches its client, who may submit again at once.
+          if (event.done().checking_device()) ++checks_pending_;
           auto it = launches_.find(event.done().tag());
           if (it == launches_.end() || it->second.queued.has_value()) continue;
           launched = std::move(it->second);
@@ -648,6 +656,11 @@ class DeviceProcess {
         it->second.reply = std::move(*event.mutable_reply());
         it->second.answered = true;
         cv_.notify_all();
+      } else if (event.has_device_checked()) {
+        std::lock_guard lock(mu_);
+        if (checks_pending_ > 0 && --checks_pending_ == 0 && state_ == State::kReady) {
+          SendQueuedLocked();
+        }
       } else if (event.has_lost()) {
         lost = event.lost().message();
       }
@@ -679,6 +692,8 @@ class DeviceProcess {
   std::unique_ptr<ipc::RingChannel> channel_;
   pid_t pid_ = -1;
   uint64_t starts_ = 0;
+  // Failed launches whose process is checking its device: new launches wait meanwhile.
+  uint32_t checks_pending_ = 0;
   uint64_t next_call_ = 1;
   uint64_t next_tag_ = 1;
   std::map<uint64_t, Waiting> calls_;
