@@ -292,6 +292,10 @@ void Server::ReadFrom(const std::shared_ptr<Session>& session) {
                                   "shared ring"));
       }
       session->early_packets.emplace_back(std::string(recv_buffer_.data(), size), std::move(fd));
+      // Its mark follows it into the ring at once: read the ring up to it, so that socket reads
+      // running ahead of ring reads do not pile packets up here.
+      DrainRing(session, /*until_early_handled=*/true);
+      if (sessions_.count(session->id()) == 0) return;  // closed
       continue;
     }
     if (!Handle(session, recv_buffer_.data(), size, std::move(fd))) return;
@@ -327,11 +331,14 @@ bool Server::HandleSocketPacketInOrder(const std::shared_ptr<Session>& session) 
   }
 }
 
-bool Server::DrainRing(const std::shared_ptr<Session>& session) {
+bool Server::DrainRing(const std::shared_ptr<Session>& session, bool until_early_handled) {
   bool worked = false;
-  // Bounded per pass, as ReadFrom is, so one busy client cannot starve the others.
-  for (int i = 0; i < 64; ++i) {
-    if (session->reading_paused()) return worked;  // resumed by Flush once the client reads
+  // Bounded per pass, as ReadFrom is, so one busy client cannot starve the others; reading up to
+  // a mark is bounded by what a ring can hold.
+  const size_t bound = until_early_handled ? ipc::kRingCapacity / sizeof(uint32_t) : 64;
+  for (size_t i = 0; i < bound; ++i) {
+    if (until_early_handled && session->early_packets.empty()) break;
+    if (session->reading_paused()) break;  // resumed by Flush once the client reads
     size_t size = 0;
     auto popped = session->ring_from_client().Pop(&recv_buffer_, &size);
     if (!popped.ok()) {
@@ -339,13 +346,13 @@ bool Server::DrainRing(const std::shared_ptr<Session>& session) {
       Close(session, InvalidArgumentError("protocol error: " + popped.status().message()));
       return true;
     }
-    if (*popped == ipc::RecvResult::kWouldBlock) return worked;
+    if (*popped == ipc::RecvResult::kWouldBlock) break;
     worked = true;
     bool open = size == 0 ? HandleSocketPacketInOrder(session)
                           : Handle(session, recv_buffer_.data(), size, UniqueFd());
     if (!open) return true;
   }
-  return true;
+  return worked;
 }
 
 bool Server::DrainRings() {

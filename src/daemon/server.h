@@ -39,7 +39,9 @@ class Server {
   void ReadFrom(const std::shared_ptr<Session>& session);
   // Handles what the clients' shared rings hold (up to a bound per connection). True if any.
   bool DrainRings();
-  bool DrainRing(const std::shared_ptr<Session>& session);
+  // One client's ring: up to 64 messages, or with `until_early_handled` until no socket packet
+  // waits for its mark. True if it handled any.
+  bool DrainRing(const std::shared_ptr<Session>& session, bool until_early_handled = false);
   // A ring's empty packet: the next socket packet takes its place in the order. False when the
   // session was closed.
   bool HandleSocketPacketInOrder(const std::shared_ptr<Session>& session);

@@ -152,6 +152,28 @@ TEST_F(EndToEnd, PipelinedRequestsAllComplete) {
   for (auto& f : futures) f.get();
 }
 
+// Each request brings a buffer the connection has not carried yet, so every one is a BufferAdd on
+// the socket followed by its request in the shared ring: the daemon must keep them in order however
+// far its socket reads run ahead of its ring reads.
+TEST_F(EndToEnd, PipelinedRequestsWithNewBuffersAllComplete) {
+  constexpr int kRequests = 600;
+  constexpr int kSize = 256;
+  atoll::vector<float> a(kSize, 1.0f), b(kSize, 2.0f);
+  std::vector<std::unique_ptr<atoll::vector<float>>> outputs;
+  std::vector<std::unique_ptr<atoll::request>> requests;
+  std::vector<std::future<void>> futures;
+  for (int r = 0; r < kRequests; ++r) {
+    outputs.push_back(std::make_unique<atoll::vector<float>>(kSize, -1.0f));
+    requests.push_back(std::make_unique<atoll::request>("vector.addition"));
+    requests.back()->arg(a).arg(b).arg(*outputs.back()).arg(kSize);
+    futures.push_back(atoll::submit(*requests.back()));
+  }
+  for (int r = 0; r < kRequests; ++r) {
+    ASSERT_NO_THROW(futures[r].get()) << r;
+    for (int i = 0; i < kSize; ++i) ASSERT_EQ((*outputs[r])[i], 3.0f) << r << " " << i;
+  }
+}
+
 TEST_F(EndToEnd, CallWaitsInTheCallingThreadAndThrowsTheRequestsError) {
   const int n = 4096;
   atoll::vector<float> a(n), b(n), c(n);
