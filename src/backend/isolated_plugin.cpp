@@ -427,6 +427,7 @@ class DeviceProcess {
     open.mutable_open()->set_device(device_);
     if (rings_ != nullptr) open.mutable_open()->set_ring_capacity(rings_->capacity());
     auto opened = Exchange(open, rings_ != nullptr ? rings_->fd() : -1);
+    if (rings_ != nullptr) rings_->CloseFd();  // the process has it; the mappings keep the memory
     if (!opened.ok()) return opened.status();
     if (rings_ != nullptr && opened->code() == 0) {
       std::lock_guard lock(mu_);

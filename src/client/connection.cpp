@@ -283,10 +283,6 @@ void Connection::ReaderLoop(std::shared_ptr<Live> live) {
   FailAll(live, close_status);
 }
 
-Status Connection::SendLocked(Live& live, std::string_view bytes, int fd) {
-  return live.channel->Send(bytes, fd);
-}
-
 Status Connection::Submit(const std::string& accelerator, const std::vector<ArgumentValue>& args,
                           uint64_t timeout_us, const std::shared_ptr<ResponseState>& state,
                           int32_t priority) {
@@ -318,7 +314,7 @@ Status Connection::SendSubmitLocked(const std::shared_ptr<Live>& live,
     wire::ClientMessage add;
     add.mutable_buffer_add()->set_buffer_id(buffer.id);
     add.mutable_buffer_add()->set_size_bytes(buffer.size_bytes);
-    Status sent = SendLocked(*live, add.SerializeAsString(), buffer.fd);
+    Status sent = live->channel->Send(add.SerializeAsString(), buffer.fd);
     if (!sent.ok()) {
       *delivered_nothing = sent.code() == Code::kUnavailable;
       return UnavailableError("could not send a buffer to the Atoll daemon: " + sent.message());
@@ -366,7 +362,7 @@ Status Connection::SendSubmitLocked(const std::shared_ptr<Live>& live,
                                 std::to_string(ipc::kMaxPacketBytes) +
                                 "-byte limit: pass large data in Atoll buffers, not as scalars");
   }
-  Status sent = SendLocked(*live, live->encode_scratch);
+  Status sent = live->channel->Send(live->encode_scratch);
   if (!sent.ok()) {
     std::lock_guard pending_lock(live->pending_mutex);
     live->pending.erase(id);
@@ -389,7 +385,7 @@ void Connection::Cancel(uint64_t request_id) {
   }
   wire::ClientMessage message;
   message.mutable_cancel()->set_request_id(request_id);
-  (void)SendLocked(*live_, message.SerializeAsString());
+  (void)live_->channel->Send(message.SerializeAsString());
 }
 
 StatusOr<std::string> Connection::Query(int kind, uint64_t timeout_ms) {
@@ -406,7 +402,7 @@ StatusOr<std::string> Connection::Query(int kind, uint64_t timeout_ms) {
       std::lock_guard pending_lock(live->pending_mutex);
       live->pending.emplace(id, state);
     }
-    Status sent = SendLocked(*live, message.SerializeAsString());
+    Status sent = live->channel->Send(message.SerializeAsString());
     if (!sent.ok()) {
       std::lock_guard pending_lock(live->pending_mutex);
       live->pending.erase(id);
@@ -427,7 +423,7 @@ void Connection::ForgetBuffer(uint64_t buffer_id) {
   if (live_->sent_buffers.erase(buffer_id) == 0) return;
   wire::ClientMessage message;
   message.mutable_buffer_remove()->set_buffer_id(buffer_id);
-  (void)SendLocked(*live_, message.SerializeAsString());
+  (void)live_->channel->Send(message.SerializeAsString());
 }
 
 }  // namespace atl::client

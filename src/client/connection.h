@@ -12,7 +12,6 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "client/buffer_table.h"
@@ -104,10 +103,6 @@ class Connection {
                           const std::shared_ptr<ResponseState>& state, int32_t priority,
                           bool* delivered_nothing);
   void ReaderLoop(std::shared_ptr<Live> live);
-  // Sends one message: through the shared ring when the connection has one and the message fits
-  // without an fd, else on the socket with its place marked in the ring. REQUIRES: send_mutex_
-  // held.
-  static Status SendLocked(Live& live, std::string_view bytes, int fd = -1);
   void FailAll(const std::shared_ptr<Live>& live, const Status& status);
 
   std::mutex send_mutex_;       // serialises sends so BufferAdd precedes the Submit using it

@@ -111,7 +111,8 @@ StatusOr<RecvResult> RingChannel::Receive(std::string* buffer, size_t* size, Uni
       }
       if (socket_closed_) return RecvResult::kClosed;
       const auto now = Clock::now();
-      if (now >= next_look) {
+      // A receiver that does not poll goes straight to sleep on the socket, which reads it.
+      if (now >= next_look && (spin_us > 0 || dont_wait)) {
         auto got = RecvPacket(socket_, buffer, size, fd, /*dont_wait=*/true);
         const bool nothing = got.ok() && *got == RecvResult::kWouldBlock;
         StatusOr<RecvResult> result = RecvResult::kWouldBlock;

@@ -784,6 +784,28 @@ struct RingClient {
     return c;
   }
 
+  // The ring to the daemon as a hostile client writes it: a second view of the memory, without the
+  // checks of ipc::Ring. Layout as in src/ipc/ring.cpp: each ring is a 4096-byte header page (the
+  // read index at 0, the write index at 64) and then its data; this ring is the second.
+  class RawRingToDaemon {
+   public:
+    explicit RawRingToDaemon(const RingClient& c)
+        : capacity_(c.rings->capacity()), bytes_(2 * (4096 + size_t{capacity_})) {
+      void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, c.memory.get(), 0);
+      if (p != MAP_FAILED) base_ = static_cast<char*>(p) + 4096 + capacity_;
+    }
+    ~RawRingToDaemon() {
+      if (base_ != nullptr) ::munmap(base_ - 4096 - capacity_, bytes_);
+    }
+    std::atomic<uint64_t>& tail() { return *reinterpret_cast<std::atomic<uint64_t>*>(base_ + 64); }
+    char* data() { return base_ == nullptr ? nullptr : base_ + 4096; }
+
+   private:
+    uint32_t capacity_;
+    size_t bytes_;
+    char* base_ = nullptr;
+  };
+
   // Pushes one packet for the daemon and rings the doorbell (the daemon may sleep).
   Status Push(const std::string& bytes) {
     bool wake = false;
@@ -865,35 +887,26 @@ TEST_F(Hostile, SharedRingsCarryRequestsAndRefuseWhatTheProtocolForbids) {
     c->ExpectClosedFor("without their place");
   }
   {
+    // The client's write index, pushed past the ring's capacity.
     auto c = RingClient::Open(daemon_->socket());
     ASSERT_TRUE(c);
-    // The client's write index, pushed past the ring's capacity by a second view of the memory.
-    const uint32_t capacity = c->rings->capacity();
-    const size_t bytes = 2 * (4096 + size_t{capacity});
-    void* raw = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, c->memory.get(), 0);
-    ASSERT_NE(raw, MAP_FAILED);
-    auto* tail =
-        reinterpret_cast<std::atomic<uint64_t>*>(static_cast<char*>(raw) + 4096 + capacity + 64);
-    tail->store(uint64_t{capacity} * 3);
+    RingClient::RawRingToDaemon raw(*c);
+    ASSERT_NE(raw.data(), nullptr);
+    raw.tail().store(uint64_t{c->rings->capacity()} * 3);
     ipc::RingDoorbell(c->socket.get());
     c->ExpectClosedFor("corrupted the shared ring");
-    ::munmap(raw, bytes);
   }
   {
     // A packet too large for the ring, written anyway: its length is refused.
     auto c = RingClient::Open(daemon_->socket());
     ASSERT_TRUE(c);
-    const uint32_t capacity = c->rings->capacity();
-    const size_t bytes = 2 * (4096 + size_t{capacity});
-    void* raw = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, c->memory.get(), 0);
-    ASSERT_NE(raw, MAP_FAILED);
-    char* ring = static_cast<char*>(raw) + 4096 + capacity;
+    RingClient::RawRingToDaemon raw(*c);
+    ASSERT_NE(raw.data(), nullptr);
     uint32_t length = static_cast<uint32_t>(ipc::kMaxRingPacketBytes) + 1;
-    std::memcpy(ring + 4096, &length, sizeof(length));
-    reinterpret_cast<std::atomic<uint64_t>*>(ring + 64)->store(4 + length);
+    std::memcpy(raw.data(), &length, sizeof(length));
+    raw.tail().store(4 + length);
     ipc::RingDoorbell(c->socket.get());
     c->ExpectClosedFor("length");
-    ::munmap(raw, bytes);
   }
 }
 
