@@ -24,6 +24,7 @@
 
 #include "backend/plugin.h"
 #include "backend_host.pb.h"
+#include "common/hop_trace.h"
 #include "ipc/ring.h"
 #include "ipc/ring_channel.h"
 #include "ipc/socket.h"
@@ -135,6 +136,7 @@ class Host {
       UniqueFd fd;
       auto got = channel.Receive(&buffer, &size, &fd, kSpinUs);
       if (!got.ok() || *got != ipc::RecvResult::kPacket) return;
+      ATOLL_HOP("h.recv");
       if (!call.ParseFromArray(buffer.data(), static_cast<int>(size))) {
         Log("atolld sent an unreadable message; ending");
         return;
@@ -179,10 +181,12 @@ class Host {
   };
 
   static void OnDone(void* user, int status, const char* message) {
+    ATOLL_HOP("h.ondone");
     std::unique_ptr<Launched> launched(static_cast<Launched*>(user));
     Host* host = launched->host;
     const bool check = status != 0 && !host->closing_.load();
     SendDone(launched->tag, status, message, check);
+    ATOLL_HOP("h.sent");
     if (check) host->CheckDevice();
   }
 
@@ -259,8 +263,10 @@ class Host {
           d < static_cast<uint32_t>(launch.global_size()) ? launch.global(static_cast<int>(d)) : 0;
     }
     auto* user = new Launched{this, launch.tag()};
+    ATOLL_HOP("h.launch");
     Status launched = plugin_->Launch(0, launch.compute_unit(), kernel, args_.data(),
                                       static_cast<uint32_t>(args_.size()), geometry, &OnDone, user);
+    ATOLL_HOP("h.launched");
     if (!launched.ok()) {
       delete user;
       fail_and_check(launched);

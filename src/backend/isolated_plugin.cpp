@@ -14,6 +14,7 @@
 #include <functional>
 
 #include "backend_host.pb.h"
+#include "common/hop_trace.h"
 #include "ipc/ring.h"
 #include "ipc/ring_channel.h"
 #include "ipc/socket.h"
@@ -217,6 +218,7 @@ class DeviceProcess {
     }
     launched.sent_at = Clock::now();
     call->mutable_launch()->set_kernel(kernel->remote);
+    ATOLL_HOP("i.send");
     if (!SendLocked(*call).ok()) {
       // The process has just ended and the supervisor has yet to see it: the launch waits for
       // the restarted process, as launches during a restart do.
@@ -630,6 +632,7 @@ class DeviceProcess {
       UniqueFd ignored;
       auto got = channel->Receive(&buffer, &size, &ignored, kSpinUs);
       if (!got.ok() || *got != ipc::RecvResult::kPacket) return lost;
+      ATOLL_HOP("i.event");
       if (!event.ParseFromArray(buffer.data(), static_cast<int>(size))) {
         std::fprintf(stderr, "atolld: %s's process sent an unreadable message; stopping it\n",
                      label_.c_str());
@@ -648,6 +651,7 @@ class DeviceProcess {
           launched = std::move(it->second);
           launches_.erase(it);
         }
+        ATOLL_HOP("i.done");
         launched.done(launched.user, static_cast<int>(event.done().code()),
                       event.done().message().c_str());
       } else if (event.has_reply()) {

@@ -16,6 +16,7 @@
 
 #include "atoll.pb.h"
 #include "atoll/atoll.hpp"
+#include "common/hop_trace.h"
 #include "ipc/ring.h"
 #include "ipc/ring_channel.h"
 #include "ipc/socket.h"
@@ -62,9 +63,13 @@ bool ResponseState::SpinUntilDone(uint64_t limit_us) const {
 }
 
 void ResponseState::Wait() const {
-  if (SpinUntilDone(UINT64_MAX)) return;
+  if (SpinUntilDone(UINT64_MAX)) {
+    ATOLL_HOP("c.woke");
+    return;
+  }
   std::unique_lock lock(mutex_);
   cv_.wait(lock, [&] { return done(); });
+  ATOLL_HOP("c.woke_slept");
 }
 
 bool ResponseState::WaitFor(uint64_t timeout_ms) const {
@@ -246,6 +251,7 @@ void Connection::ReaderLoop(std::shared_ptr<Live> live) {
       break;
     }
     if (*received == ipc::RecvResult::kClosed) break;
+    ATOLL_HOP("c.recv");
     if (!message.ParseFromArray(buffer.data(), static_cast<int>(size))) {
       close_status = InternalError("the Atoll daemon sent a malformed message");
       break;
@@ -278,6 +284,7 @@ void Connection::ReaderLoop(std::shared_ptr<Live> live) {
       state = std::move(it->second);
       live->pending.erase(it);
     }
+    ATOLL_HOP("c.complete");
     state->Complete(std::move(status), std::move(payload));
   }
   FailAll(live, close_status);
@@ -286,6 +293,7 @@ void Connection::ReaderLoop(std::shared_ptr<Live> live) {
 Status Connection::Submit(const std::string& accelerator, const std::vector<ArgumentValue>& args,
                           uint64_t timeout_us, const std::shared_ptr<ResponseState>& state,
                           int32_t priority) {
+  ATOLL_HOP("c.submit");
   std::lock_guard lock(send_mutex_);
   for (int attempt = 0;; ++attempt) {
     ATOLL_RETURN_IF_ERROR(EnsureConnectedLocked());
@@ -373,6 +381,7 @@ Status Connection::SendSubmitLocked(const std::shared_ptr<Live>& live,
     *delivered_nothing = sent.code() == Code::kUnavailable;
     return UnavailableError("could not send the request to the Atoll daemon: " + sent.message());
   }
+  ATOLL_HOP("c.sent");
   return OkStatus();
 }
 

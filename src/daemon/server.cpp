@@ -19,6 +19,7 @@
 #include <google/protobuf/stubs/logging.h>
 
 #include "atoll.pb.h"
+#include "common/hop_trace.h"
 #include "daemon/protocol.h"
 
 namespace atl::daemon {
@@ -347,6 +348,7 @@ bool Server::DrainRing(const std::shared_ptr<Session>& session, bool until_early
       return true;
     }
     if (*popped == ipc::RecvResult::kWouldBlock) break;
+    ATOLL_HOP("d.pop");
     worked = true;
     bool open = size == 0 ? HandleSocketPacketInOrder(session)
                           : Handle(session, recv_buffer_.data(), size, UniqueFd());
