@@ -100,7 +100,7 @@ void CheckSubmit(const Fixture& fixture, const atl::wire::Submit& submit) {
           : *fixture.by_index[submit.request_id() % fixture.by_index.size()];
   DecodedArguments decoded;
   atl::Status status = atl::daemon::DecodeArguments(
-      submit.accelerator(), kernel, submit,
+      submit.accelerator(), atl::repository::PreparedSignature(kernel), submit,
       [&](uint64_t id, std::string* why) -> std::shared_ptr<MappedBuffer> {
         auto it = fixture.buffers.find(id);
         if (it != fixture.buffers.end()) return it->second;

@@ -12,6 +12,7 @@
 #include <system_error>
 #include <thread>
 
+#include "common/hop_trace.h"
 #include "daemon/protocol.h"
 
 namespace atl::daemon {
@@ -45,6 +46,8 @@ struct Engine::Device {
 struct Engine::Resolved {
   std::shared_ptr<const repository::Index> index;  // keeps entries and kernels alive
   std::vector<repository::Index::Provider> providers;
+  // Per provider: its kernel's checks, prepared once (they point into `index`).
+  std::vector<std::unique_ptr<const repository::PreparedSignature>> signatures;
   std::vector<scheduler::Alternative> alternatives;  // per provider: its checksum and devices
   // Per provider: the first provider whose kernel has the same signature (arguments and launch
   // block), whose checked arguments it shares.
@@ -399,6 +402,8 @@ StatusOr<std::shared_ptr<const Engine::Resolved>> Engine::Resolve(const std::str
       }
     }
     resolved->alternatives.push_back(std::move(alternative));
+    resolved->signatures.push_back(
+        std::make_unique<const repository::PreparedSignature>(*provider.kernel));
     size_t same = p;
     for (size_t q = 0; q < p; ++q) {
       if (SameSignature(*resolved->providers[q].kernel, *provider.kernel)) {
@@ -444,6 +449,7 @@ void Engine::RegisterBuffer(const std::shared_ptr<MappedBuffer>& buffer, int fd)
 }
 
 void Engine::Submit(const std::shared_ptr<Session>& session, const wire::Submit& submit) {
+  ATOLL_HOP("d.submit");
   const uint64_t request_id = submit.request_id();
   const std::string& accelerator = submit.accelerator();
   auto reject = [&](const Status& status) {
@@ -474,8 +480,7 @@ void Engine::Submit(const std::shared_ptr<Session>& session, const wire::Submit&
   // The arguments are checked against the first provider's kernel, and again against each other
   // provider whose kernel's signature differs; a provider that refuses them is left out.
   DecodedArguments decoded;
-  Status checked =
-      DecodeArguments(accelerator, *resolved->providers[0].kernel, submit, lookup, &decoded);
+  Status checked = DecodeArguments(accelerator, *resolved->signatures[0], submit, lookup, &decoded);
   const size_t providers = resolved->providers.size();
   job->variant.assign(providers, checked.ok() ? -1 : -2);
   bool any = checked.ok();
@@ -486,7 +491,7 @@ void Engine::Submit(const std::shared_ptr<Session>& session, const wire::Submit&
       continue;
     }
     DecodedArguments other;
-    if (DecodeArguments(accelerator, *resolved->providers[p].kernel, submit, lookup, &other).ok()) {
+    if (DecodeArguments(accelerator, *resolved->signatures[p], submit, lookup, &other).ok()) {
       job->variant[p] = static_cast<int>(job->variants.size());
       job->variants.push_back(std::move(other));
       any = true;
@@ -709,9 +714,11 @@ void Engine::LaunchNow(const scheduler::Start& start) {
   // The job keeps itself alive until OnDone: the backend only holds a raw pointer.
   auto* holder = new std::shared_ptr<Job>(job);
   job->launched_at = Clock::now();
+  ATOLL_HOP("d.launch");
   Status launched =
       device.plugin->Launch(device.index, start.compute_unit, kernel, args.data(),
                             static_cast<uint32_t>(args.size()), geometry, &Engine::OnDone, holder);
+  ATOLL_HOP("d.launched");
   if (!launched.ok()) {
     delete holder;
     Finish(job, launched, false);
@@ -719,6 +726,7 @@ void Engine::LaunchNow(const scheduler::Start& start) {
 }
 
 void Engine::OnDone(void* user, int status, const char* message) {
+  ATOLL_HOP("d.ondone");
   std::unique_ptr<std::shared_ptr<Job>> holder(static_cast<std::shared_ptr<Job>*>(user));
   std::shared_ptr<Job> job = *holder;
   Status result(CodeFromInt(status), status == 0 ? std::string() : std::string(message));
@@ -755,7 +763,9 @@ void Engine::Finish(const std::shared_ptr<Job>& job, Status status, bool ran) {
     if (shutting_down_ && jobs_.empty()) idle_cv_.notify_all();
   }
   (status.ok() ? completed_ : failed_).fetch_add(1, std::memory_order_relaxed);
+  ATOLL_HOP("d.reply");
   Reply(job->session, job->request_id, status);
+  ATOLL_HOP("d.replied");
   if (replies_in_flight_.fetch_sub(1, std::memory_order_acq_rel) == 1 &&
       stopping_.load(std::memory_order_acquire)) {
     std::lock_guard lock(mu_);

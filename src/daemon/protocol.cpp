@@ -38,9 +38,10 @@ Status DecodeClientPacket(const char* data, size_t size, bool handshaken,
   }
 }
 
-Status DecodeArguments(const std::string& accelerator, const repository::KernelSpec& kernel,
-                       const wire::Submit& submit, const BufferLookup& lookup,
-                       DecodedArguments* out) {
+Status DecodeArguments(const std::string& accelerator,
+                       const repository::PreparedSignature& signature, const wire::Submit& submit,
+                       const BufferLookup& lookup, DecodedArguments* out) {
+  const repository::KernelSpec& kernel = signature.kernel();
   // Arguments may arrive in any order; they must cover 0..n-1 exactly once.
   const int count = submit.arguments_size();
   std::vector<const wire::Argument*> ordered(static_cast<size_t>(count), nullptr);
@@ -91,10 +92,10 @@ Status DecodeArguments(const std::string& accelerator, const repository::KernelS
       arg_out.size_bytes = arg.scalar().size();
     }
   }
-  ATOLL_RETURN_IF_ERROR(repository::CheckSignature(accelerator, kernel, values));
+  ATOLL_RETURN_IF_ERROR(signature.Check(accelerator, values));
   if (!kernel.launch.global.empty()) {
     ATOLL_ASSIGN_OR_RETURN(repository::LaunchGeometry geometry,
-                           repository::EvaluateLaunch(accelerator, kernel, values));
+                           signature.Launch(accelerator, values));
     out->geometry.dims = geometry.dims;
     for (uint32_t d = 0; d < geometry.dims; ++d) {
       out->geometry.global[d] = geometry.global[d];

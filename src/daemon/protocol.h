@@ -16,6 +16,7 @@
 #include "common/status.h"
 #include "daemon/mapped_buffer.h"
 #include "repository/manifest.h"
+#include "repository/signature.h"
 
 namespace atl::daemon {
 
@@ -41,14 +42,14 @@ struct DecodedArguments {
 };
 
 // Orders `submit`'s arguments by index (they must cover 0..n-1 once each), resolves arrays through
-// `lookup` and checks that each range lies inside its buffer, checks the whole against `kernel`'s
-// signature (repository::CheckSignature), evaluates the launch geometry, and checks that each array
+// `lookup` and checks that each range lies inside its buffer, checks the whole against the kernel's
+// prepared signature, evaluates the launch geometry, and checks that each array
 // starts on its element's natural alignment. Errors are INVALID_ARGUMENT and name `accelerator`
 // and the argument. Moving `*out` afterwards keeps args' pointers valid (vectors move their
 // storage).
 // REQUIRES: `*out` is empty.
-Status DecodeArguments(const std::string& accelerator, const repository::KernelSpec& kernel,
-                       const wire::Submit& submit, const BufferLookup& lookup,
-                       DecodedArguments* out);
+Status DecodeArguments(const std::string& accelerator,
+                       const repository::PreparedSignature& signature, const wire::Submit& submit,
+                       const BufferLookup& lookup, DecodedArguments* out);
 
 }  // namespace atl::daemon

@@ -73,23 +73,13 @@ T Load(const void* data) {
   return value;
 }
 
-// Reads an integer scalar that a rule names, by its exact size and signedness. `sets` says what
-// the rule decides, for messages: "the length of argument 2 'c' (size)".
-Status ReadCount(std::string_view accelerator, const KernelSpec& kernel, size_t source,
-                 const ArgValue& arg, const std::string& sets, uint64_t* value) {
-  const ArgumentSpec& spec = kernel.arguments[source];
-  StatusOr<internal::ArgumentType> split = internal::SplitArgumentType(spec.type);
-  StatusOr<internal::ScalarInfo> info =
-      split.ok() ? internal::DescribeScalar(split->element) : split.status();
-  if (!info.ok() || !info->is_integer() || info->bytes != arg.size_bytes) {
-    return InvalidArgumentError(std::string(accelerator) + ": " + Label(source, spec) + " (" +
-                                spec.type + ") sets " + sets +
-                                " but is not an integer scalar; fix the manifest");
-  }
-  bool is_signed = info->scalar_class == internal::ScalarClass::kSigned;
+// An integer scalar of `bytes` bytes read by its signedness: false, with the value in
+// `*negative`, when it is below zero.
+bool LoadCount(const ArgValue& arg, uint64_t bytes, bool is_signed, uint64_t* value,
+               int64_t* negative) {
   // Each branch converts on its own: a conditional expression would make int32_t unsigned.
   int64_t signed_value = 0;
-  switch (arg.size_bytes) {
+  switch (bytes) {
     case 1:
       if (is_signed) {
         signed_value = Load<int8_t>(arg.scalar_data);
@@ -114,74 +104,138 @@ Status ReadCount(std::string_view accelerator, const KernelSpec& kernel, size_t 
     default:
       if (!is_signed) {
         *value = Load<uint64_t>(arg.scalar_data);
-        return OkStatus();
+        return true;
       }
       signed_value = Load<int64_t>(arg.scalar_data);
       break;
   }
   if (signed_value < 0) {
-    return InvalidArgumentError(std::string(accelerator) + ": " + Label(source, spec) + " is " +
-                                std::to_string(signed_value) + ", but it sets " + sets +
-                                " and must not be negative");
+    *negative = signed_value;
+    return false;
   }
   *value = static_cast<uint64_t>(signed_value);
+  return true;
+}
+
+}  // namespace
+
+PreparedSignature::Rule PreparedSignature::Prepare(const KernelSpec& kernel,
+                                                   const std::string& text, std::string sets) {
+  Rule rule;
+  rule.text = text;
+  rule.sets = std::move(sets);
+  StatusOr<std::vector<internal::LengthFactor>> factors = internal::ParseLengthRule(text);
+  if (!factors.ok()) {
+    rule.problem = "the rule '" + text + "' of " + rule.sets +
+                   " does not parse: " + factors.status().message() + "; fix the manifest";
+    return rule;
+  }
+  for (const internal::LengthFactor& parsed : *factors) {
+    Factor factor;
+    factor.constant = parsed.constant;
+    if (!parsed.name.empty()) {
+      auto it = std::find_if(kernel.arguments.begin(), kernel.arguments.end(),
+                             [&](const ArgumentSpec& other) { return other.name == parsed.name; });
+      if (it == kernel.arguments.end() || it->kind != ArgKind::kScalar) {
+        factor.problem = "the rule '" + text + "' of " + rule.sets + " names '" + parsed.name +
+                         "', which is not a scalar argument; fix the manifest";
+      } else {
+        factor.source = static_cast<size_t>(it - kernel.arguments.begin());
+        StatusOr<internal::ArgumentType> split = internal::SplitArgumentType(it->type);
+        StatusOr<internal::ScalarInfo> info =
+            split.ok() ? internal::DescribeScalar(split->element) : split.status();
+        if (!info.ok() || !info->is_integer()) {
+          factor.problem = Label(factor.source, *it) + " (" + it->type + ") sets " + rule.sets +
+                           " but is not an integer scalar; fix the manifest";
+        } else {
+          factor.bytes = info->bytes;
+          factor.is_signed = info->scalar_class == internal::ScalarClass::kSigned;
+        }
+      }
+    }
+    rule.factors.push_back(std::move(factor));
+  }
+  return rule;
+}
+
+PreparedSignature::PreparedSignature(const KernelSpec& kernel) : kernel_(&kernel) {
+  lengths_.resize(kernel.arguments.size());
+  for (size_t i = 0; i < kernel.arguments.size(); ++i) {
+    const ArgumentSpec& spec = kernel.arguments[i];
+    if (spec.kind != ArgKind::kArray || spec.length.empty()) continue;
+    lengths_[i] =
+        Prepare(kernel, spec.length, "the length of " + Label(i, spec) + " (" + spec.length + ")");
+  }
+  for (size_t d = 0; d < kernel.launch.global.size() && d < 3; ++d) {
+    global_.push_back(
+        Prepare(kernel, kernel.launch.global[d],
+                "launch.global[" + std::to_string(d) + "] (" + kernel.launch.global[d] + ")"));
+  }
+}
+
+Status PreparedSignature::Evaluate(std::string_view accelerator, const KernelSpec& kernel,
+                                   const Rule& rule, std::span<const ArgValue> args,
+                                   uint64_t* value, bool* overflow) {
+  if (!rule.problem.empty()) {
+    return InvalidArgumentError(std::string(accelerator) + ": " + rule.problem);
+  }
+  *value = 1;
+  *overflow = false;
+  for (const Factor& factor : rule.factors) {
+    if (!factor.problem.empty()) {
+      return InvalidArgumentError(std::string(accelerator) + ": " + factor.problem);
+    }
+    uint64_t v = factor.constant;
+    if (factor.source != SIZE_MAX) {
+      const ArgumentSpec& spec = kernel.arguments[factor.source];
+      const ArgValue& arg = args[factor.source];
+      if (arg.size_bytes != factor.bytes) {
+        return InvalidArgumentError(std::string(accelerator) + ": " + Label(factor.source, spec) +
+                                    " (" + spec.type + ") sets " + rule.sets +
+                                    " but is not an integer scalar; fix the manifest");
+      }
+      int64_t negative = 0;
+      if (!LoadCount(arg, factor.bytes, factor.is_signed, &v, &negative)) {
+        return InvalidArgumentError(std::string(accelerator) + ": " + Label(factor.source, spec) +
+                                    " is " + std::to_string(negative) + ", but it sets " +
+                                    rule.sets + " and must not be negative");
+      }
+    }
+    *overflow = *overflow || __builtin_mul_overflow(*value, v, value);
+  }
   return OkStatus();
 }
 
-// A rule's value on a request's scalars, with the factors' values in `text` ("1024*768") for
-// messages. `overflow` is set when the product does not fit 64 bits.
-struct RuleValue {
-  uint64_t value = 1;
-  bool overflow = false;
-  size_t factors = 0;
+std::string PreparedSignature::Values(const Rule& rule, std::span<const ArgValue> args) {
   std::string text;
-};
-
-StatusOr<RuleValue> EvaluateRule(std::string_view accelerator, const KernelSpec& kernel,
-                                 std::span<const ArgValue> args, const std::string& rule,
-                                 const std::string& sets) {
-  StatusOr<std::vector<internal::LengthFactor>> factors = internal::ParseLengthRule(rule);
-  if (!factors.ok()) {
-    return InvalidArgumentError(std::string(accelerator) + ": the rule '" + rule + "' of " + sets +
-                                " does not parse: " + factors.status().message() +
-                                "; fix the manifest");
-  }
-  RuleValue out;
-  out.factors = factors->size();
-  for (const internal::LengthFactor& factor : *factors) {
-    uint64_t value = factor.constant;
-    if (!factor.name.empty()) {
-      auto it = std::find_if(kernel.arguments.begin(), kernel.arguments.end(),
-                             [&](const ArgumentSpec& other) { return other.name == factor.name; });
-      if (it == kernel.arguments.end() || it->kind != ArgKind::kScalar) {
-        return InvalidArgumentError(std::string(accelerator) + ": the rule '" + rule + "' of " +
-                                    sets + " names '" + factor.name +
-                                    "', which is not a scalar argument; fix the manifest");
-      }
-      size_t source = static_cast<size_t>(it - kernel.arguments.begin());
-      ATOLL_RETURN_IF_ERROR(ReadCount(accelerator, kernel, source, args[source], sets, &value));
+  for (const Factor& factor : rule.factors) {
+    uint64_t v = factor.constant;
+    int64_t negative = 0;
+    if (factor.source != SIZE_MAX) {
+      (void)LoadCount(args[factor.source], factor.bytes, factor.is_signed, &v, &negative);
     }
-    out.text += (out.text.empty() ? "" : "*") + std::to_string(value);
-    out.overflow = out.overflow || __builtin_mul_overflow(out.value, value, &out.value);
+    text += (text.empty() ? "" : "*") + std::to_string(v);
   }
-  return out;
+  return text;
 }
 
-Status CheckLength(std::string_view accelerator, const KernelSpec& kernel,
-                   std::span<const ArgValue> args, size_t index) {
-  const ArgumentSpec& spec = kernel.arguments[index];
+Status PreparedSignature::CheckLength(std::string_view accelerator, std::span<const ArgValue> args,
+                                      size_t index) const {
+  const ArgumentSpec& spec = kernel_->arguments[index];
+  const Rule& rule = lengths_[index];
   auto label_text = [&] { return std::string(accelerator) + ": " + Label(index, spec); };
-  std::string sets = "the length of " + Label(index, spec) + " (" + spec.length + ")";
-  ATOLL_ASSIGN_OR_RETURN(RuleValue rule,
-                         EvaluateRule(accelerator, kernel, args, spec.length, sets));
+  uint64_t value = 1;
+  bool overflow = false;
+  ATOLL_RETURN_IF_ERROR(Evaluate(accelerator, *kernel_, rule, args, &value, &overflow));
   uint64_t needed_bytes = 0;
-  if (rule.overflow || __builtin_mul_overflow(rule.value, spec.element_bytes, &needed_bytes)) {
-    return InvalidArgumentError(label_text() + " has a length " + spec.length + " = " + rule.text +
+  if (overflow || __builtin_mul_overflow(value, spec.element_bytes, &needed_bytes)) {
+    return InvalidArgumentError(label_text() + " has a length " + spec.length + " = " +
+                                Values(rule, args) +
                                 " that overflows 64 bits; check the arguments it names");
   }
   if (args[index].size_bytes < needed_bytes) {
-    std::string shown = spec.length + " = " + rule.text;
-    if (rule.factors > 1) shown += " = " + std::to_string(rule.value);
+    std::string shown = spec.length + " = " + Values(rule, args);
+    if (rule.factors.size() > 1) shown += " = " + std::to_string(value);
     return InvalidArgumentError(label_text() + " must hold at least " + shown + " elements of " +
                                 std::to_string(spec.element_bytes) + " bytes (" +
                                 std::to_string(needed_bytes) + " bytes), got " +
@@ -191,10 +245,9 @@ Status CheckLength(std::string_view accelerator, const KernelSpec& kernel,
   return OkStatus();
 }
 
-}  // namespace
-
-Status CheckSignature(std::string_view accelerator, const KernelSpec& kernel,
-                      std::span<const ArgValue> args) {
+Status PreparedSignature::Check(std::string_view accelerator,
+                                std::span<const ArgValue> args) const {
+  const KernelSpec& kernel = *kernel_;
   if (args.size() != kernel.arguments.size()) {
     return InvalidArgumentError(std::string(accelerator) + ": takes " +
                                 std::to_string(kernel.arguments.size()) + " arguments (" +
@@ -205,29 +258,41 @@ Status CheckSignature(std::string_view accelerator, const KernelSpec& kernel,
   }
   for (size_t i = 0; i < args.size(); ++i) {
     if (kernel.arguments[i].kind == ArgKind::kArray && !kernel.arguments[i].length.empty()) {
-      ATOLL_RETURN_IF_ERROR(CheckLength(accelerator, kernel, args, i));
+      ATOLL_RETURN_IF_ERROR(CheckLength(accelerator, args, i));
     }
   }
   return OkStatus();
 }
 
-StatusOr<LaunchGeometry> EvaluateLaunch(std::string_view accelerator, const KernelSpec& kernel,
-                                        std::span<const ArgValue> args) {
+StatusOr<LaunchGeometry> PreparedSignature::Launch(std::string_view accelerator,
+                                                   std::span<const ArgValue> args) const {
   LaunchGeometry geometry;
-  const LaunchSpec& launch = kernel.launch;
-  geometry.dims = static_cast<uint32_t>(std::min<size_t>(launch.global.size(), 3));
+  const LaunchSpec& launch = kernel_->launch;
+  geometry.dims = static_cast<uint32_t>(global_.size());
   for (uint32_t d = 0; d < geometry.dims; ++d) {
-    std::string sets = "launch.global[" + std::to_string(d) + "] (" + launch.global[d] + ")";
-    ATOLL_ASSIGN_OR_RETURN(RuleValue rule,
-                           EvaluateRule(accelerator, kernel, args, launch.global[d], sets));
-    if (rule.overflow) {
-      return InvalidArgumentError(std::string(accelerator) + ": " + sets + " = " + rule.text +
+    const Rule& rule = global_[d];
+    uint64_t value = 1;
+    bool overflow = false;
+    ATOLL_RETURN_IF_ERROR(Evaluate(accelerator, *kernel_, rule, args, &value, &overflow));
+    if (overflow) {
+      return InvalidArgumentError(std::string(accelerator) + ": " + rule.sets + " = " +
+                                  Values(rule, args) +
                                   " overflows 64 bits; check the arguments it names");
     }
-    geometry.global[d] = rule.value;
+    geometry.global[d] = value;
     geometry.local[d] = d < launch.local.size() ? launch.local[d] : 0;
   }
   return geometry;
+}
+
+Status CheckSignature(std::string_view accelerator, const KernelSpec& kernel,
+                      std::span<const ArgValue> args) {
+  return PreparedSignature(kernel).Check(accelerator, args);
+}
+
+StatusOr<LaunchGeometry> EvaluateLaunch(std::string_view accelerator, const KernelSpec& kernel,
+                                        std::span<const ArgValue> args) {
+  return PreparedSignature(kernel).Launch(accelerator, args);
 }
 
 }  // namespace atl::repository

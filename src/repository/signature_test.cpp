@@ -161,6 +161,56 @@ TEST(CheckSignature, LengthOverflow) {
               HasSubstr("overflows 64 bits"));
 }
 
+TEST(PreparedSignature, OnePreparedFormChecksManyRequests) {
+  KernelSpec kernel = Kernel(R"([{"type": "uint16_t*", "name": "img", "length": "w*h*3"},
+                                 {"type": "unsigned char", "name": "w"},
+                                 {"type": "int64_t", "name": "h"}])");
+  const PreparedSignature prepared(kernel);
+  for (unsigned w = 0; w < 256; w += 51) {
+    for (int64_t h = -2; h < 40; h += 7) {
+      const unsigned char narrow = static_cast<unsigned char>(w);
+      for (uint64_t bytes : {uint64_t{0}, w * 6 * static_cast<uint64_t>(h < 0 ? 0 : h),
+                             w * 6 * static_cast<uint64_t>(h < 0 ? 0 : h) + 2}) {
+        std::vector<ArgValue> args{Array(bytes), Scalar(narrow), Scalar(h)};
+        Status prepared_status = prepared.Check("image.rgb", args);
+        Status single = CheckSignature("image.rgb", kernel, args);
+        EXPECT_EQ(prepared_status.ToString(), single.ToString()) << "w=" << w << " h=" << h;
+        const bool fits = h >= 0 && bytes >= w * 6 * static_cast<uint64_t>(h);
+        EXPECT_EQ(prepared_status.ok(), fits) << prepared_status.ToString();
+      }
+    }
+  }
+}
+
+// A manifest that bypassed the parser's checks: its rules' mistakes are reported by every check.
+TEST(PreparedSignature, RulesTheManifestGotWrongAreReported) {
+  KernelSpec kernel = Vadd();
+  int size = 4;
+  std::vector<ArgValue> args{Array(16), Array(16), Array(16), Scalar(size)};
+
+  kernel.arguments[0].length = "size*";
+  Status status = PreparedSignature(kernel).Check("vector.addition", args);
+  EXPECT_THAT(status.message(),
+              HasSubstr("vector.addition: the rule 'size*' of the length of argument 0 'a' "
+                        "(size*) does not parse"));
+  EXPECT_THAT(status.message(), HasSubstr("fix the manifest"));
+
+  kernel.arguments[0].length = "size*b";
+  EXPECT_THAT(PreparedSignature(kernel).Check("vector.addition", args).message(),
+              HasSubstr("names 'b', which is not a scalar argument; fix the manifest"));
+
+  kernel.arguments[0].length = "size";
+  kernel.arguments[3].type = "float";
+  float real = 4;
+  EXPECT_THAT(
+      PreparedSignature(kernel)
+          .Check("vector.addition",
+                 std::vector<ArgValue>{Array(16), Array(16), Array(16), Scalar(real)})
+          .message(),
+      HasSubstr("argument 3 'size' (float) sets the length of argument 0 'a' (size) but is not "
+                "an integer scalar"));
+}
+
 }  // namespace
 }  // namespace atl::repository
 
