@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "atoll/status.h"
+#include "hop_trace.h"
 
 namespace atl::cuda {
 namespace {
@@ -392,6 +393,7 @@ void Device::AbortEnqueued(Stream* stream, Record* record) {
 int Device::Launch(uint32_t compute_unit, Kernel* kernel, const atoll_backend_arg_v1* args,
                    uint32_t arg_count, const atoll_backend_geometry_v1* geometry,
                    atoll_backend_done_fn done, void* user, std::string* error) {
+  ATOLL_HOP("g.launch");
   if (compute_unit >= streams_.size()) {
     *error = "compute unit " + std::to_string(compute_unit) + " does not exist: " + Describe() +
              " has " + std::to_string(streams_.size()) +
@@ -435,6 +437,7 @@ int Device::Launch(uint32_t compute_unit, Kernel* kernel, const atoll_backend_ar
 
   std::shared_lock<std::shared_mutex> context;
   if (!Enter(&context, error)) return ATOLL_UNAVAILABLE;
+  ATOLL_HOP("g.entered");
   if (kernel->function == nullptr) {
     *error = "kernel '" + kernel->name + "' is unusable: " + kernel->program->reload_problem;
     return ATOLL_INTERNAL;
@@ -516,6 +519,7 @@ int Device::Launch(uint32_t compute_unit, Kernel* kernel, const atoll_backend_ar
     std::memcpy(slot, &pointer, sizeof(pointer));
   }
   enqueued = true;
+  ATOLL_HOP("g.args");
   CUresult r = cu_.cuLaunchKernel(kernel->function, shape.grid[0], shape.grid[1], shape.grid[2],
                                   shape.block[0], shape.block[1], shape.block[2], 0, stream.stream,
                                   params.data(), nullptr);
@@ -524,6 +528,7 @@ int Device::Launch(uint32_t compute_unit, Kernel* kernel, const atoll_backend_ar
     return fail(StatusOf(r), "cuLaunchKernel with grid " + Dims(shape.grid) + " and block " +
                                  Dims(shape.block) + " failed with " + cu_.Describe(r));
   }
+  ATOLL_HOP("g.kernel");
   for (const Download& d : pinned_outputs) {
     r = cu_.cuMemcpyDtoHAsync(d.destination, d.source, d.bytes, stream.stream);
     if (r != CUDA_SUCCESS) {
@@ -537,6 +542,7 @@ int Device::Launch(uint32_t compute_unit, Kernel* kernel, const atoll_backend_ar
     if (IsStickyError(r)) RequestRecovery(r);
     return fail(StatusOf(r), "recording the completion event: " + cu_.Describe(r));
   }
+  ATOLL_HOP("g.recorded");
   record->started = Clock::now();
   Completer* completer = stream.completer;
   bool wake = false;
@@ -587,6 +593,7 @@ Device::Fault Device::Poll(Completer* completer, std::vector<Outcome>* finished)
         }
         break;
       }
+      ATOLL_HOP("g.ready");
       for (size_t i = 0; result == CUDA_SUCCESS && i < record->downloads.size(); ++i) {
         const Download& d = record->downloads[i];
         result = cu_.cuMemcpyDtoH(d.destination, d.source, d.bytes);
@@ -628,6 +635,7 @@ void Device::Complete(Outcome* outcome) {
   atoll_backend_done_fn done = record->done;
   void* user = record->user;
   delete record;
+  ATOLL_HOP("g.complete");
   done(user, outcome->status, outcome->message.c_str());
 }
 
