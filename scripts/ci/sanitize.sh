@@ -40,12 +40,13 @@ if [ "$kind" = asan ]; then
 else
   # The tests where threads meet: the daemon's I/O thread and backend workers under pipelined,
   # multi-threaded, crashing and hostile clients; the cpu backend's concurrent launches; the
-  # shared rings' producers and consumers.
+  # shared rings' producers and consumers; the engine's polling mutex.
   ninja -C "$build" -j"$jobs" end_to_end_test restart_test hostile_test isolation_test \
-    atoll_soak cpu_backend_test atolld atoll-backend-host atoll_cli ring_test ring_channel_test
+    atoll_soak cpu_backend_test atolld atoll-backend-host atoll_cli ring_test ring_channel_test \
+    adaptive_mutex_test
   # fork() without exec in a multi-threaded process is outside what TSan supports.
   (cd "$build" && ctest --output-on-failure --timeout 600 -j"$(nproc)" \
-    -R '^(EndToEnd|Restart|Hostile|HostileConnections|Isolation|CpuBackend[A-Za-z]*|Ring|RingChannel)\.|^soak_' \
+    -R '^(EndToEnd|Restart|Hostile|HostileConnections|Isolation|CpuBackend[A-Za-z]*|Ring|RingChannel)\.|^soak_|^PollingOrNot/AdaptiveMutexTest\.' \
     -E 'CrashedClientsBuffersAndConnectionsAreReleased') || status=$?
 fi
 

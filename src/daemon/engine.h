@@ -20,6 +20,7 @@
 
 #include "atoll.pb.h"
 #include "backend/plugin.h"
+#include "common/adaptive_mutex.h"
 #include "daemon/config.h"
 #include "daemon/session.h"
 #include "repository/repository.h"
@@ -119,8 +120,10 @@ class Engine {
   const EngineLimits limits_;
   const std::chrono::steady_clock::time_point started_;
 
-  mutable std::mutex mu_;
-  std::condition_variable idle_cv_;
+  // Taken by the I/O thread for each request and by the backends' threads for each completion:
+  // it polls before it sleeps (common/adaptive_mutex.h).
+  mutable AdaptiveMutex mu_;
+  std::condition_variable_any idle_cv_;
   scheduler::Scheduler scheduler_;                                             // GUARDED_BY(mu_)
   std::unordered_map<uint64_t, std::shared_ptr<Job>> jobs_;                    // GUARDED_BY(mu_)
   std::shared_ptr<const repository::Index> index_;                             // GUARDED_BY(mu_)
