@@ -27,6 +27,7 @@
 #include "common/hop_trace.h"
 #include "ipc/ring.h"
 #include "ipc/ring_channel.h"
+#include "ipc/scratch_message.h"
 #include "ipc/socket.h"
 
 namespace atl::backend {
@@ -67,7 +68,9 @@ void Reply(uint64_t call, const Status& status, uint64_t handle = 0) {
 }
 
 void SendDone(uint64_t tag, int code, const char* message, bool checking_device = false) {
-  host::HostEvent event;
+  // Sent from the completion threads, each on its own arena.
+  thread_local ipc::ScratchMessage<host::HostEvent> scratch;
+  host::HostEvent& event = scratch.Fresh();
   event.mutable_done()->set_tag(tag);
   event.mutable_done()->set_code(static_cast<uint32_t>(code));
   if (code != 0) event.mutable_done()->set_message(message != nullptr ? message : "");
@@ -130,13 +133,14 @@ class Host {
   // Serves calls until atolld closes the socket. Only this thread receives on `channel`.
   void Serve(ipc::RingChannel& channel) {
     std::string buffer;
-    host::HostCall call;
+    ipc::ScratchMessage<host::HostCall> scratch;
     for (;;) {
       size_t size = 0;
       UniqueFd fd;
       auto got = channel.Receive(&buffer, &size, &fd, kSpinUs);
       if (!got.ok() || *got != ipc::RecvResult::kPacket) return;
       ATOLL_HOP("h.recv");
+      host::HostCall& call = scratch.Fresh();
       if (!call.ParseFromArray(buffer.data(), static_cast<int>(size))) {
         Log("atolld sent an unreadable message; ending");
         return;

@@ -17,6 +17,7 @@
 #include "common/hop_trace.h"
 #include "ipc/ring.h"
 #include "ipc/ring_channel.h"
+#include "ipc/scratch_message.h"
 #include "ipc/socket.h"
 
 extern char** environ;
@@ -626,13 +627,14 @@ class DeviceProcess {
       channel = channel_.get();  // replaced only by this thread, after this returns
     }
     std::string buffer, lost;
-    host::HostEvent event;
+    ipc::ScratchMessage<host::HostEvent> scratch;
     for (;;) {
       size_t size = 0;
       UniqueFd ignored;
       auto got = channel->Receive(&buffer, &size, &ignored, kSpinUs);
       if (!got.ok() || *got != ipc::RecvResult::kPacket) return lost;
       ATOLL_HOP("i.event");
+      host::HostEvent& event = scratch.Fresh();
       if (!event.ParseFromArray(buffer.data(), static_cast<int>(size))) {
         std::fprintf(stderr, "atolld: %s's process sent an unreadable message; stopping it\n",
                      label_.c_str());
@@ -807,9 +809,9 @@ Status IsolatedPlugin::Launch(uint32_t device, uint32_t compute_unit, void* kern
     return InvalidArgumentError("launch on " + name_ + " device " + std::to_string(device) +
                                 ": the kernel belongs to another device");
   }
-  // One message per launch, reused by each thread that launches.
-  thread_local host::HostCall call;
-  call.Clear();
+  // One message per launch, built on each launching thread's own arena.
+  thread_local ipc::ScratchMessage<host::HostCall> scratch;
+  host::HostCall& call = scratch.Fresh();
   host::Launch* launch = call.mutable_launch();
   launch->set_compute_unit(compute_unit);
   launch->set_dims(geometry.dims);

@@ -19,6 +19,7 @@
 #include "common/hop_trace.h"
 #include "ipc/ring.h"
 #include "ipc/ring_channel.h"
+#include "ipc/scratch_message.h"
 #include "ipc/socket.h"
 
 namespace atl::client {
@@ -123,8 +124,8 @@ struct Connection::Live {
       pending;                                // GUARDED_BY(pending_mutex)
   std::unordered_set<uint64_t> sent_buffers;  // GUARDED_BY(Connection::send_mutex_)
   std::string encode_scratch;                 // GUARDED_BY(Connection::send_mutex_)
-  // Reused for every Submit: Clear() keeps the allocated fields, so the hot path allocates less.
-  wire::ClientMessage submit_scratch;  // GUARDED_BY(Connection::send_mutex_)
+  // Every Submit is built here, without touching the heap.
+  ipc::ScratchMessage<wire::ClientMessage> submit_scratch;  // GUARDED_BY(Connection::send_mutex_)
 };
 
 Connection& Connection::Default() {
@@ -231,7 +232,7 @@ void Connection::FailAll(const std::shared_ptr<Live>& live, const Status& status
 
 void Connection::ReaderLoop(std::shared_ptr<Live> live) {
   std::string buffer;
-  wire::ServerMessage message;
+  ipc::ScratchMessage<wire::ServerMessage> scratch;
   Status close_status = UnavailableError(
       "the Atoll daemon restarted or stopped: its connection closed before the request "
       "completed, so the request's outputs are undefined. The next submit reconnects (sending "
@@ -252,6 +253,7 @@ void Connection::ReaderLoop(std::shared_ptr<Live> live) {
     }
     if (*received == ipc::RecvResult::kClosed) break;
     ATOLL_HOP("c.recv");
+    wire::ServerMessage& message = scratch.Fresh();
     if (!message.ParseFromArray(buffer.data(), static_cast<int>(size))) {
       close_status = InternalError("the Atoll daemon sent a malformed message");
       break;
@@ -332,8 +334,7 @@ Status Connection::SendSubmitLocked(const std::shared_ptr<Live>& live,
 
   uint64_t id = live->next_id.fetch_add(1, std::memory_order_relaxed);
   state->request_id = id;
-  wire::ClientMessage& message = live->submit_scratch;
-  message.Clear();
+  wire::ClientMessage& message = live->submit_scratch.Fresh();
   wire::Submit* submit = message.mutable_submit();
   submit->set_request_id(id);
   submit->set_accelerator(accelerator);

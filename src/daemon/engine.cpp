@@ -14,6 +14,7 @@
 
 #include "common/hop_trace.h"
 #include "daemon/protocol.h"
+#include "ipc/scratch_message.h"
 
 namespace atl::daemon {
 
@@ -420,9 +421,9 @@ StatusOr<std::shared_ptr<const Engine::Resolved>> Engine::Resolve(const std::str
 
 void Engine::Reply(const std::shared_ptr<Session>& session, uint64_t request_id,
                    const Status& status) {
-  // Completions are sent from backend threads; each reuses its own message.
-  thread_local wire::ServerMessage message;
-  message.Clear();
+  // Completions are sent from backend threads; each builds its own message.
+  thread_local ipc::ScratchMessage<wire::ServerMessage> scratch;
+  wire::ServerMessage& message = scratch.Fresh();
   wire::Complete* complete = message.mutable_complete();
   complete->set_request_id(request_id);
   complete->mutable_status()->set_code(static_cast<uint32_t>(status.code()));

@@ -21,6 +21,7 @@
 #include "atoll.pb.h"
 #include "common/hop_trace.h"
 #include "daemon/protocol.h"
+#include "ipc/scratch_message.h"
 
 namespace atl::daemon {
 
@@ -411,7 +412,9 @@ void Server::Welcome(const std::shared_ptr<Session>& session, bool wants_rings) 
 
 bool Server::Handle(const std::shared_ptr<Session>& session, const char* data, size_t size,
                     UniqueFd fd) {
-  thread_local wire::ClientMessage message;
+  // The I/O thread's alone; Handle does not run again before it returns.
+  thread_local ipc::ScratchMessage<wire::ClientMessage> scratch;
+  wire::ClientMessage& message = scratch.Fresh();
   Status decoded = DecodeClientPacket(data, size, session->handshaken, &message);
   if (!decoded.ok()) {
     ++protocol_errors_;
