@@ -12,24 +12,12 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-bundle=${1:-$root/gpu-bundle}
+# shellcheck source=../lib/bundle_env.sh
+. "$root/scripts/lib/bundle_env.sh"
+bundle_enter "$root" "${1:-$root/gpu-bundle}"
 out=${2:-${OUT:-$root/trace-results}}
 shift $(($# > 2 ? 2 : $#))
-[ -f "$bundle/build-path" ] || { echo "$0: '$bundle' is not a bundle from scripts/gpu/pack.sh" >&2; exit 2; }
-bundle=$(cd "$bundle" && pwd)
 mkdir -p "$out"
-
-build=$(cat "$bundle/build-path")
-source=$(cat "$bundle/source-path")
-if [ "$source" != "$root" ] && [ ! -e "$source" ]; then
-  mkdir -p "$(dirname "$source")"
-  ln -s "$root" "$source"
-fi
-if [ ! -e "$build" ]; then
-  mkdir -p "$(dirname "$build")"
-  ln -s "$bundle/build" "$build"
-fi
-export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 options=("$@")
 [ ${#options[@]} -gt 0 ] || options=(--iterations 3000 --warmup 300 --rounds 1)

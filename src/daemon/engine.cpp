@@ -48,7 +48,7 @@ struct Engine::Resolved {
   std::shared_ptr<const repository::Index> index;  // keeps entries and kernels alive
   std::vector<repository::Index::Provider> providers;
   // Per provider: its kernel's checks, prepared once (they point into `index`).
-  std::vector<std::unique_ptr<const repository::PreparedSignature>> signatures;
+  std::vector<repository::PreparedSignature> signatures;
   std::vector<scheduler::Alternative> alternatives;  // per provider: its checksum and devices
   // Per provider: the first provider whose kernel has the same signature (arguments and launch
   // block), whose checked arguments it shares.
@@ -403,8 +403,7 @@ StatusOr<std::shared_ptr<const Engine::Resolved>> Engine::Resolve(const std::str
       }
     }
     resolved->alternatives.push_back(std::move(alternative));
-    resolved->signatures.push_back(
-        std::make_unique<const repository::PreparedSignature>(*provider.kernel));
+    resolved->signatures.emplace_back(*provider.kernel);
     size_t same = p;
     for (size_t q = 0; q < p; ++q) {
       if (SameSignature(*resolved->providers[q].kernel, *provider.kernel)) {
@@ -481,7 +480,7 @@ void Engine::Submit(const std::shared_ptr<Session>& session, const wire::Submit&
   // The arguments are checked against the first provider's kernel, and again against each other
   // provider whose kernel's signature differs; a provider that refuses them is left out.
   DecodedArguments decoded;
-  Status checked = DecodeArguments(accelerator, *resolved->signatures[0], submit, lookup, &decoded);
+  Status checked = DecodeArguments(accelerator, resolved->signatures[0], submit, lookup, &decoded);
   const size_t providers = resolved->providers.size();
   job->variant.assign(providers, checked.ok() ? -1 : -2);
   bool any = checked.ok();
@@ -492,7 +491,7 @@ void Engine::Submit(const std::shared_ptr<Session>& session, const wire::Submit&
       continue;
     }
     DecodedArguments other;
-    if (DecodeArguments(accelerator, *resolved->signatures[p], submit, lookup, &other).ok()) {
+    if (DecodeArguments(accelerator, resolved->signatures[p], submit, lookup, &other).ok()) {
       job->variant[p] = static_cast<int>(job->variants.size());
       job->variants.push_back(std::move(other));
       any = true;
